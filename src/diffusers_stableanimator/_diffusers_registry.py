@@ -1,0 +1,20 @@
+"""Make diffusers' pipeline loader treat this package like one of its own libraries.
+
+`save_pretrained` then records components as `["diffusers_stableanimator", "PoseNet"]` in `model_index.json`,
+and `DiffusionPipeline.download` (the path taken for a Hub repo id) accepts that library name instead of
+rejecting it as "not a module in 'diffusers/pipelines'". The table maps each of our classes to its save and
+load methods, exactly as diffusers' own entry does for `ModelMixin` and `SchedulerMixin`.
+"""
+
+from __future__ import annotations
+
+LIBRARY_NAME = "diffusers_stableanimator"
+
+
+def register(class_names: list[str]) -> None:
+    from diffusers.pipelines import pipeline_loading_utils
+
+    methods = {name: ["save_pretrained", "from_pretrained"] for name in class_names}
+    pipeline_loading_utils.LOADABLE_CLASSES[LIBRARY_NAME] = methods
+    # The same dict object is imported by pipeline_utils; update it in place.
+    pipeline_loading_utils.ALL_IMPORTABLE_CLASSES.update(methods)

@@ -1,0 +1,430 @@
+"""StableAnimatorPipeline: animate one reference photo along a sequence of pose skeletons."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.models import AutoencoderKLTemporalDecoder
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+from diffusers.utils import BaseOutput, logging, replace_example_docstring
+from diffusers.utils.torch_utils import randn_tensor
+from diffusers.video_processor import VideoProcessor
+from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+from .models import ArcFaceIResNet, FaceEncoder, PoseNet, StableAnimatorUNetModel
+from .schedulers import HJBEulerScheduler
+from .tiling import blend_weights, temporal_tiles
+
+logger = logging.get_logger(__name__)
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from diffusers_stableanimator import StableAnimatorPipeline
+        >>> from diffusers.utils import load_image, export_to_video
+
+        >>> pipe = StableAnimatorPipeline.from_pretrained("path/or/repo", dtype=torch.float16).to("cuda")
+        >>> image = load_image("reference.png")
+        >>> poses = [load_image(f"poses/frame_{i}.png") for i in range(16)]
+        >>> face_embeds = ...  # raw 512-d ArcFace (antelopev2 glintr100) embedding of the reference face
+        >>> frames = pipe(image, poses, face_embeds=face_embeds, generator=torch.manual_seed(42)).frames[0]
+        >>> export_to_video(frames, "animation.mp4", fps=7)
+        ```
+"""
+
+
+@dataclass
+class StableAnimatorPipelineOutput(BaseOutput):
+    r"""
+    Output of [`StableAnimatorPipeline`].
+
+    Args:
+        frames (`list[list[PIL.Image.Image]]`, `np.ndarray` or `torch.Tensor`):
+            One video per batch item: a list of PIL images, an array `(batch, frames, height, width, 3)`, a tensor
+            `(batch, frames, 3, height, width)`, or latents `(batch, frames, 4, height / 8, width / 8)`.
+    """
+
+    frames: list[list[PIL.Image.Image]] | np.ndarray | torch.Tensor
+
+
+def _to_pil_rgb(image: Any, what: str) -> PIL.Image.Image:
+    """PIL / HWC array / CHW tensor (values in [0, 1], or uint8) -> RGB PIL. Alpha is composited on white."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().float().cpu()
+        if image.ndim == 4 and image.shape[0] == 1:
+            image = image[0]
+        if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+            raise ValueError(f"{what}: a tensor must be (C, H, W) with values in [0, 1], got shape {tuple(image.shape)}.")
+        image = image.permute(1, 2, 0).numpy()
+    if isinstance(image, np.ndarray):
+        if image.ndim == 3 and image.shape[-1] == 1:
+            image = image[..., 0]
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
+            raise ValueError(f"{what}: an array must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}.")
+        if image.dtype != np.uint8:
+            image = (np.clip(image.astype(np.float32), 0.0, 1.0) * 255).round().astype(np.uint8)
+        image = PIL.Image.fromarray(image)
+    if not isinstance(image, PIL.Image.Image):
+        raise TypeError(f"{what}: expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}.")
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = PIL.Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def _pose_list(poses: Any) -> list:
+    """Split a batch of pose frames (array `(F, H, W, C)`, tensor `(F, C, H, W)`) or a list into frames."""
+    if isinstance(poses, (np.ndarray, torch.Tensor)):
+        if poses.ndim != 4:
+            raise ValueError(
+                f"`poses` as an array or tensor must be 4-D: (frames, H, W, 3) or (frames, 3, H, W), got shape {tuple(poses.shape)}."
+            )
+        return list(poses)
+    if isinstance(poses, PIL.Image.Image):
+        return [poses]
+    return list(poses)
+
+
+class StableAnimatorPipeline(DiffusionPipeline):
+    r"""
+    Identity-preserving human image animation (StableAnimator, CVPR 2025) on Stable Video Diffusion.
+
+    Args:
+        vae ([`AutoencoderKLTemporalDecoder`]): SVD's VAE with a temporal decoder.
+        image_encoder ([`~transformers.CLIPVisionModelWithProjection`]): CLIP image encoder (`image_embeds`).
+        feature_extractor ([`~transformers.CLIPImageProcessor`]): Normalisation for the CLIP encoder.
+        unet ([`StableAnimatorUNetModel`]): The denoiser, with pose injection and the ID-Adapter.
+        pose_net ([`PoseNet`]): Pose skeleton encoder.
+        face_encoder ([`FaceEncoder`]): ArcFace embedding + CLIP embedding -> face tokens.
+        scheduler ([`HJBEulerScheduler`]): SVD's EDM Euler scheduler (with the face-optimisation seam).
+        face_recognizer ([`ArcFaceIResNet`], *optional*): Differentiable ArcFace used by face optimisation.
+    """
+
+    model_cpu_offload_seq = "image_encoder->face_encoder->pose_net->unet->vae"
+    _optional_components = ["face_recognizer"]
+    _exclude_from_cpu_offload = ["face_recognizer"]
+    _callback_tensor_inputs = ["latents"]
+
+    def __init__(
+        self,
+        vae: AutoencoderKLTemporalDecoder,
+        image_encoder: CLIPVisionModelWithProjection,
+        feature_extractor: CLIPImageProcessor,
+        unet: StableAnimatorUNetModel,
+        pose_net: PoseNet,
+        face_encoder: FaceEncoder,
+        scheduler: HJBEulerScheduler,
+        face_recognizer: ArcFaceIResNet | None = None,
+    ):
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            image_encoder=image_encoder,
+            feature_extractor=feature_extractor,
+            unet=unet,
+            pose_net=pose_net,
+            face_encoder=face_encoder,
+            scheduler=scheduler,
+            face_recognizer=face_recognizer,
+        )
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
+        self.video_processor = VideoProcessor(do_resize=True, vae_scale_factor=self.vae_scale_factor)
+
+    # ------------------------------------------------------------------------------------------------ checks
+    def check_components(self) -> None:
+        """The components must agree on their dimensions (a mix of checkpoints is the usual cause)."""
+        unet, pose_net, face_encoder = self.unet.config, self.pose_net, self.face_encoder.config
+        problems = []
+        if pose_net.config.out_channels != unet.block_out_channels[0]:
+            problems.append(f"pose_net.out_channels={pose_net.config.out_channels} but unet.block_out_channels[0]={unet.block_out_channels[0]}")
+        if pose_net.downsample_factor != self.vae_scale_factor:
+            problems.append(f"pose_net downsamples x{pose_net.downsample_factor} but the VAE x{self.vae_scale_factor}")
+        if face_encoder.cross_attention_dim != unet.cross_attention_dim:
+            problems.append(f"face_encoder.cross_attention_dim={face_encoder.cross_attention_dim} but unet.cross_attention_dim={unet.cross_attention_dim}")
+        if face_encoder.num_tokens != unet.num_face_tokens:
+            problems.append(f"face_encoder.num_tokens={face_encoder.num_tokens} but unet.num_face_tokens={unet.num_face_tokens}")
+        if problems:
+            raise ValueError("The pipeline's components do not fit together: " + "; ".join(problems) + ".")
+
+    def check_inputs(self, poses, face_embeds, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale):
+        self.check_components()
+        if len(poses) == 0:
+            raise ValueError("`poses` is empty: give at least one pose frame (one per output frame).")
+        multiple = 64
+        if height % multiple or width % multiple:
+            raise ValueError(
+                f"height and width must be multiples of {multiple} (the VAE and UNet need it), got {height}x{width}. "
+                "Pass `height=` and `width=` (the released weights are trained at 512x512 and 576x1024 (W x H))."
+            )
+        if face_embeds is None:
+            raise ValueError(
+                "`face_embeds` is required: the raw ArcFace (insightface antelopev2 glintr100) embedding of the "
+                f"reference face, shape ({self.face_encoder.config.id_embeddings_dim},)."
+            )
+        expected_dim = self.face_encoder.config.id_embeddings_dim
+        if face_embeds.shape not in ((expected_dim,), (1, expected_dim)):
+            raise ValueError(f"`face_embeds` must have shape ({expected_dim},) or (1, {expected_dim}), got {tuple(face_embeds.shape)}.")
+        if not torch.isfinite(face_embeds).all():
+            raise ValueError("`face_embeds` contains NaN or infinite values; recompute the face embedding.")
+        if tile_size < 1 or tile_overlap < 0 or tile_overlap >= tile_size:
+            raise ValueError(f"Need tile_size >= 1 and 0 <= tile_overlap < tile_size, got tile_size={tile_size}, tile_overlap={tile_overlap}.")
+        if decode_chunk_size is not None and decode_chunk_size < 1:
+            raise ValueError(f"`decode_chunk_size` must be at least 1 (or None to decode all frames at once), got {decode_chunk_size}.")
+        if num_inference_steps < 1:
+            raise ValueError(f"`num_inference_steps` must be at least 1, got {num_inference_steps}.")
+        if min_guidance_scale > max_guidance_scale:
+            raise ValueError(f"`min_guidance_scale` ({min_guidance_scale}) must not exceed `max_guidance_scale` ({max_guidance_scale}).")
+        if latents is not None:
+            expected = (1, len(poses), self.vae.config.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+            if tuple(latents.shape) != expected:
+                raise ValueError(f"`latents` must have shape {expected} (1, frames, channels, height/{self.vae_scale_factor}, width/{self.vae_scale_factor}), got {tuple(latents.shape)}.")
+
+    # ------------------------------------------------------------------------------------------------ inputs
+    def prepare_pose_images(self, poses: list[PIL.Image.Image], height: int, width: int, device, dtype) -> torch.Tensor:
+        """RGB pose frames -> `(frames, 3, height, width)` in [-1, 1]. Frames of another size are resized."""
+        if any(pose.size != (width, height) for pose in poses):
+            logger.warning(f"Resizing pose frames to the output size {width}x{height}; draw them at that size to avoid it.")
+            poses = [pose if pose.size == (width, height) else pose.resize((width, height), PIL.Image.BILINEAR) for pose in poses]
+        pixels = torch.from_numpy(np.stack([np.asarray(pose) for pose in poses])).permute(0, 3, 1, 2)
+        return (pixels.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(dtype)
+
+    def encode_image(self, image: PIL.Image.Image, device) -> torch.Tensor:
+        """Reference image -> CLIP `image_embeds`, `(1, 1, dim)`, preprocessed as in SVD."""
+        dtype = next(self.image_encoder.parameters()).dtype
+        pixels = self.video_processor.numpy_to_pt(self.video_processor.pil_to_numpy(image))
+        crop = self.feature_extractor.crop_size
+        # Resize in [-1, 1] with antialiasing, like SVD's own pipeline, then CLIP-normalise.
+        pixels = (_resize_with_antialiasing(pixels * 2.0 - 1.0, (crop["height"], crop["width"])) + 1.0) / 2.0
+        pixels = self.feature_extractor(
+            images=pixels, do_normalize=True, do_center_crop=False, do_resize=False, do_rescale=False, return_tensors="pt"
+        ).pixel_values
+        return self.image_encoder(pixels.to(device=device, dtype=dtype)).image_embeds.unsqueeze(1)
+
+    def encode_face(self, face_embeds: torch.Tensor, clip_embeds: torch.Tensor) -> torch.Tensor:
+        """Raw ArcFace embedding + CLIP embedding -> face tokens `(1, num_tokens, dim)`."""
+        face_embeds = face_embeds.reshape(1, -1).to(device=clip_embeds.device, dtype=self.face_encoder.dtype)
+        return self.face_encoder(face_embeds, clip_embeds.to(self.face_encoder.dtype)).to(clip_embeds.dtype)
+
+    def encode_reference_latents(self, image, height, width, noise_aug_strength, generator, device, dtype) -> torch.Tensor:
+        """Reference image -> noise-augmented VAE latents (the mode, unscaled, as in SVD) `(1, 1, C, h, w)`."""
+        pixels = self.video_processor.preprocess(image, height=height, width=width).to(device)
+        noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
+        pixels = pixels + noise_aug_strength * noise
+        needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
+        vae_dtype = torch.float32 if needs_upcasting else self.vae.dtype
+        if needs_upcasting:
+            self.vae.to(dtype=torch.float32)
+        latents = self.vae.encode(pixels.to(vae_dtype)).latent_dist.mode()
+        if needs_upcasting:
+            self.vae.to(dtype=torch.float16)
+        return latents.unsqueeze(1).to(dtype)
+
+    def get_add_time_ids(self, fps, motion_bucket_id, noise_aug_strength, dtype, device) -> torch.Tensor:
+        # SVD was conditioned on fps - 1.
+        add_time_ids = [fps - 1, motion_bucket_id, noise_aug_strength]
+        expected = self.unet.add_embedding.linear_1.in_features
+        if self.unet.config.addition_time_embed_dim * len(add_time_ids) != expected:
+            raise ValueError(f"The UNet expects an added-time embedding of width {expected}; check `unet.config.addition_time_embed_dim`.")
+        return torch.tensor([add_time_ids], dtype=dtype, device=device)
+
+    def prepare_latents(self, num_frames, height, width, dtype, device, generator, latents=None) -> torch.Tensor:
+        shape = (1, num_frames, self.vae.config.latent_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        else:
+            latents = latents.to(device=device, dtype=dtype)
+        return latents * self.scheduler.init_noise_sigma
+
+    # ------------------------------------------------------------------------------------------------ denoising
+    def predict_noise(self, latents, t, conditioning, guidance_scale, tiles) -> torch.Tensor:
+        """
+        The guided model output for the whole video: one UNet forward per tile, conditional and unconditional
+        branches batched together, tiles blended with triangular weights.
+        """
+        model_input = self.scheduler.scale_model_input(latents, t)
+        batch = conditioning["encoder_hidden_states"].shape[0]  # 2 with guidance (uncond, cond), else 1
+        prediction = torch.zeros_like(latents, dtype=torch.float32)
+        total_weight = torch.zeros(latents.shape[1], device=latents.device, dtype=torch.float32)
+        for tile in tiles:
+            tile_input = torch.cat([model_input[:, tile].expand(batch, -1, -1, -1, -1), conditioning["reference_latents"].expand(-1, len(tile), -1, -1, -1)], dim=2)
+            pose = conditioning["pose_latents"][tile]
+            if batch == 2:  # the unconditional branch has no pose (reference: pose_latents=None there)
+                pose = torch.cat([torch.zeros_like(pose), pose])
+            output = self.unet(
+                tile_input,
+                t,
+                encoder_hidden_states=conditioning["encoder_hidden_states"],
+                added_time_ids=conditioning["added_time_ids"],
+                pose_latents=pose,
+                return_dict=False,
+            )[0].float()
+            if batch == 2:
+                uncond, cond = output.chunk(2)
+                output = uncond + guidance_scale[:, tile] * (cond - uncond)
+            weights = blend_weights(len(tile), device=latents.device)
+            prediction[:, tile] += output * weights[None, :, None, None, None]
+            total_weight[tile] += weights
+        return (prediction / total_weight[None, :, None, None, None]).to(latents.dtype)
+
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int | None = None) -> torch.Tensor:
+        """Latents `(1, F, C, h, w)` -> frames `(1, 3, F, H, W)` in [-1, 1] (float32), decoded in chunks of frames."""
+        num_frames = latents.shape[1]
+        decode_chunk_size = decode_chunk_size or num_frames
+        latents = latents.flatten(0, 1) / self.vae.config.scaling_factor
+        accepts_num_frames = "num_frames" in inspect.signature(self.vae.forward).parameters
+        frames = []
+        for start in range(0, latents.shape[0], decode_chunk_size):
+            chunk = latents[start : start + decode_chunk_size].to(self.vae.dtype)
+            kwargs = {"num_frames": chunk.shape[0]} if accepts_num_frames else {}
+            frames.append(self.vae.decode(chunk, **kwargs).sample.float())
+        frames = torch.cat(frames)
+        return frames.reshape(1, num_frames, *frames.shape[1:]).permute(0, 2, 1, 3, 4)
+
+    @property
+    def guidance_scale(self):
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        return self._do_classifier_free_guidance
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    # ------------------------------------------------------------------------------------------------ call
+    @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
+    def __call__(
+        self,
+        image: PIL.Image.Image | np.ndarray | torch.Tensor,
+        poses: list[PIL.Image.Image] | np.ndarray | torch.Tensor,
+        face_embeds: np.ndarray | torch.Tensor | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 25,
+        min_guidance_scale: float = 3.0,
+        max_guidance_scale: float = 3.0,
+        fps: int = 7,
+        motion_bucket_id: int = 127,
+        noise_aug_strength: float = 0.02,
+        tile_size: int = 16,
+        tile_overlap: int = 4,
+        decode_chunk_size: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] = ["latents"],
+        return_dict: bool = True,
+    ) -> StableAnimatorPipelineOutput | tuple:
+        r"""
+        Animate `image` along `poses`: one output frame per pose frame.
+
+        Args:
+            image: The reference photo (PIL image, `(H, W, 3)` array, or `(3, H, W)` tensor in [0, 1]). RGBA is
+                composited on white, greyscale converted to RGB.
+            poses: Pose skeleton frames, drawn like the training data (DWPose/OpenPose style on black): a list
+                of images, an array `(F, H, W, 3)` or a tensor `(F, 3, H, W)` in [0, 1]. Frames whose size differs
+                from `width` x `height` are resized (with a warning); align them to the reference body first.
+            face_embeds: The raw (not L2-normalised) 512-d ArcFace embedding of the reference face, shape `(512,)`
+                or `(1, 512)`, from insightface's antelopev2 `glintr100`.
+            height, width: Output size, multiples of 64. Default: the size of the first pose frame. The released
+                weights are trained at 512x512 and 576x1024 (W x H).
+            num_inference_steps: Euler steps (25 in the reference).
+            min_guidance_scale, max_guidance_scale: Classifier-free guidance, ramped linearly over the frames.
+                With `max_guidance_scale <= 1` no unconditional branch runs at all.
+            fps, motion_bucket_id, noise_aug_strength: SVD's micro-conditioning (the UNet sees `fps - 1`).
+            tile_size, tile_overlap: Temporal tiling of long videos (reference layout and blending).
+            decode_chunk_size: Frames decoded at once by the temporal VAE decoder (`None`: all frames, as the
+                reference's default; smaller saves memory and changes the result slightly).
+            generator: Random generator(s) for reproducibility.
+            latents: Initial noise `(1, F, 4, H/8, W/8)` (SVD semantics: scaled by `scheduler.init_noise_sigma`).
+            output_type: `"pil"`, `"np"`, `"pt"` or `"latent"`.
+            callback_on_step_end: Called as `callback(pipe, step, timestep, tensors)` after each step; may return
+                replacement `latents`.
+            callback_on_step_end_tensor_inputs: Names of the tensors passed to the callback.
+            return_dict: Return a [`StableAnimatorPipelineOutput`] instead of a tuple.
+
+        Examples:
+        """
+        # 0. Normalise the inputs (RGBA / greyscale / arrays -> RGB PIL)
+        image = _to_pil_rgb(image, "image")
+        poses = [_to_pil_rgb(pose, f"poses[{i}]") for i, pose in enumerate(_pose_list(poses))]
+        width = width or (poses[0].size[0] if poses else 0)
+        height = height or (poses[0].size[1] if poses else 0)
+        if face_embeds is not None:
+            face_embeds = torch.as_tensor(np.asarray(face_embeds) if not isinstance(face_embeds, torch.Tensor) else face_embeds).float()
+
+        # 1. Check inputs before any heavy work
+        for name in callback_on_step_end_tensor_inputs:
+            if name not in self._callback_tensor_inputs:
+                raise ValueError(f"`callback_on_step_end_tensor_inputs` may contain {self._callback_tensor_inputs}, got {name!r}.")
+        self.check_inputs(poses, face_embeds, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale)
+        num_frames = len(poses)
+        device = self._execution_device
+        self._do_classifier_free_guidance = max_guidance_scale > 1.0
+
+        # 2. Encode the reference: CLIP token + face tokens; the unconditional context is all zeros
+        clip_embeds = self.encode_image(image, device)
+        dtype = clip_embeds.dtype
+        encoder_hidden_states = torch.cat([clip_embeds, self.encode_face(face_embeds, clip_embeds)], dim=1)
+
+        # 3. Reference latents (unconditional: zeros) and micro-conditioning
+        reference_latents = self.encode_reference_latents(image, height, width, noise_aug_strength, generator, device, dtype)
+        added_time_ids = self.get_add_time_ids(fps, motion_bucket_id, noise_aug_strength, dtype, device)
+        if self.do_classifier_free_guidance:
+            encoder_hidden_states = torch.cat([torch.zeros_like(encoder_hidden_states), encoder_hidden_states])
+            reference_latents = torch.cat([torch.zeros_like(reference_latents), reference_latents])
+            added_time_ids = torch.cat([added_time_ids, added_time_ids])
+
+        # 4. Pose features: once per call (they do not depend on the timestep)
+        pose_images = self.prepare_pose_images(poses, height, width, device, self.pose_net.dtype)
+        pose_latents = self.pose_net(pose_images).to(dtype)
+        conditioning = {
+            "encoder_hidden_states": encoder_hidden_states,
+            "reference_latents": reference_latents,
+            "added_time_ids": added_time_ids,
+            "pose_latents": pose_latents,
+        }
+
+        # 5. Timesteps, initial noise, per-frame guidance and tiles
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        self._num_timesteps = len(timesteps)
+        latents = self.prepare_latents(num_frames, height, width, dtype, device, generator, latents)
+        guidance_scale = torch.linspace(min_guidance_scale, max_guidance_scale, num_frames, device=device)
+        self._guidance_scale = guidance_scale[None, :, None, None, None]
+        tiles = temporal_tiles(num_frames, tile_size, tile_overlap)
+
+        # 6. Denoising loop
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
+            for i, t in enumerate(timesteps):
+                noise_pred = self.predict_noise(latents, t, conditioning, self._guidance_scale, tiles)
+                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+
+                if callback_on_step_end is not None:
+                    tensors = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, tensors)
+                    latents = callback_outputs.pop("latents", latents)
+                progress_bar.update()
+
+        # 7. Decode
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = self.decode_latents(latents, decode_chunk_size)
+            frames = self.video_processor.postprocess_video(video=frames, output_type=output_type)
+
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (frames,)
+        return StableAnimatorPipelineOutput(frames=frames)
+

@@ -1,0 +1,3 @@
+from .scheduling_hjb_euler import HJBEulerScheduler
+
+__all__ = ["HJBEulerScheduler"]
