@@ -173,8 +173,12 @@ class StableAnimatorPipeline(DiffusionPipeline):
             raise ValueError(f"`face_embeds` must have shape ({expected_dim},) or (1, {expected_dim}), got {tuple(face_embeds.shape)}.")
         if not torch.isfinite(face_embeds).all():
             raise ValueError("`face_embeds` contains NaN or infinite values; recompute the face embedding.")
-        if tile_size < 1 or tile_overlap < 0 or tile_overlap >= tile_size:
-            raise ValueError(f"Need tile_size >= 1 and 0 <= tile_overlap < tile_size, got tile_size={tile_size}, tile_overlap={tile_overlap}.")
+        if tile_size < 2 or not 1 <= tile_overlap < tile_size:
+            # Each tile's first slot is frame 0, so consecutive tiles must share a frame or one would be skipped.
+            raise ValueError(
+                f"Need tile_size >= 2 and 1 <= tile_overlap < tile_size, got tile_size={tile_size}, tile_overlap={tile_overlap} "
+                "(the reference uses 16 and 4)."
+            )
         if decode_chunk_size is not None and decode_chunk_size < 1:
             raise ValueError(f"`decode_chunk_size` must be at least 1 (or None to decode all frames at once), got {decode_chunk_size}.")
         if num_inference_steps < 1:
@@ -411,7 +415,8 @@ class StableAnimatorPipeline(DiffusionPipeline):
                 latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
-                    tensors = {name: locals()[name] for name in callback_on_step_end_tensor_inputs}
+                    available = {"latents": latents}
+                    tensors = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                     callback_outputs = callback_on_step_end(self, i, t, tensors)
                     latents = callback_outputs.pop("latents", latents)
                 progress_bar.update()

@@ -13,6 +13,8 @@ def temporal_tiles(num_frames: int, tile_size: int, tile_overlap: int) -> list[l
     `[0..15]`, `[0, 13..27]`.
 
     A video shorter than one tile is a single tile of all its frames (the reference crashes there).
+    `tile_overlap` must be at least 1: the first slot of every tile is frame 0, so with no overlap the frame
+    at each tile boundary would be skipped.
     """
     if num_frames <= tile_size:
         return [list(range(num_frames))]
