@@ -15,6 +15,8 @@ import sys
 # name -> (module, one-line help)
 SUBCOMMANDS = {
     "smoke": ("diffusers_stableanimator.testing", "run the tiny random pipeline on CPU to check an install"),
+    "convert": ("diffusers_stableanimator.conversion", "official .pth checkpoints -> diffusers pipeline folder"),
+    "extract-poses": ("diffusers_stableanimator.preprocessing.extract", "driving video + reference photo -> aligned pose frames, keypoints, face boxes"),
 }
 
 
