@@ -16,6 +16,8 @@ import sys
 SUBCOMMANDS = {
     "smoke": ("diffusers_stableanimator.testing", "run the tiny random pipeline on CPU to check an install"),
     "convert": ("diffusers_stableanimator.conversion", "official .pth checkpoints -> diffusers pipeline folder"),
+    "animate": ("diffusers_stableanimator.animate", "reference photo + driving video (or pose folder) -> mp4"),
+    "animate-batch": ("diffusers_stableanimator.animate_batch", "many animate jobs from a .jsonl file, spread over GPUs with accelerate"),
     "extract-poses": ("diffusers_stableanimator.preprocessing.extract", "driving video + reference photo -> aligned pose frames, keypoints, face boxes"),
 }
 

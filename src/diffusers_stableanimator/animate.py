@@ -1,0 +1,261 @@
+"""`stableanimator animate`: reference photo + driving video (or pose folder) -> mp4.
+
+Steps: load the pipeline; pick the output size; poses (extract, align and draw them from the driving video,
+or read a pose folder); the reference's face embedding and face box; the pipeline with a memory preset; write
+the mp4 (and optionally a gif and PNG frames) atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+TINY_RANDOM = "tiny-random"
+SUPPORTED_SIZES = [(512, 512), (576, 1024)]  # (width, height) the released weights are trained at
+TINY_SIZES = [(64, 64), (64, 128)]  # the tiny random model's stand-ins, same aspect-ratio logic
+REQUIRED_COMPONENTS = ("vae", "image_encoder", "feature_extractor", "unet", "pose_net", "face_encoder", "scheduler")
+
+
+class AnimateError(Exception):
+    """A problem with the user's input or setup, reported as one line without a traceback."""
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+def choose_resolution(reference_width: int, reference_height: int, supported=SUPPORTED_SIZES) -> tuple[int, int]:
+    """The supported (width, height) whose aspect ratio is nearest the reference's (compared in log scale)."""
+    aspect = math.log(reference_width / reference_height)
+    return min(supported, key=lambda size: abs(math.log(size[0] / size[1]) - aspect))
+
+
+def check_pipeline_folder(path: Path) -> None:
+    """Name what is missing when a folder is not a StableAnimator pipeline."""
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise AnimateError(f"{path} is not a diffusers pipeline folder: it has no model_index.json. Convert the official weights with `stableanimator convert`.")
+    config = json.loads(index.read_text())
+    if config.get("_class_name") != "StableAnimatorPipeline":
+        raise AnimateError(f"{path} holds a {config.get('_class_name')!r} pipeline, not a StableAnimatorPipeline.")
+    missing = [name for name in REQUIRED_COMPONENTS if name not in config or not (path / name).is_dir()]
+    if missing:
+        raise AnimateError(f"{path} is missing pipeline component(s): {', '.join(missing)}.")
+
+
+def load_pipeline(model: str, dtype):
+    import torch
+
+    from .pipeline_stableanimator import StableAnimatorPipeline
+    from .testing import tiny_random_pipeline
+
+    if model == TINY_RANDOM:
+        print("Using the tiny random model: the output is noise (an install check, not an animation).")
+        pipe = tiny_random_pipeline()
+        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+    if Path(model).exists():
+        check_pipeline_folder(Path(model))
+    pipe = StableAnimatorPipeline.from_pretrained(model, dtype=dtype)
+    return pipe
+
+
+def resolve_size(args, reference_size: tuple[int, int]) -> tuple[int, int]:
+    supported = TINY_SIZES if args.model == TINY_RANDOM else SUPPORTED_SIZES
+    if args.width or args.height:
+        if not (args.width and args.height):
+            raise AnimateError("Give both --width and --height, or neither (then the size is chosen from the reference).")
+        if (args.width, args.height) not in supported:
+            print(f"Warning: {args.width}x{args.height} is not a size the model was trained at "
+                  f"({', '.join(f'{w}x{h}' for w, h in supported)}); expect lower quality.", file=sys.stderr)
+        return args.width, args.height
+    width, height = choose_resolution(*reference_size, supported=supported)
+    print(f"Output size {width}x{height} (W x H): the supported size nearest the reference's aspect ratio "
+          f"({reference_size[0]}x{reference_size[1]}). Use --width/--height to override.")
+    return width, height
+
+
+def extract_driving_poses(args, reference_path: str, width: int, height: int, out_dir: Path) -> None:
+    """Run the `extract-poses` steps on the driving video into `out_dir`."""
+    from .preprocessing.extract import extract_poses
+
+    extract_poses(argparse.Namespace(
+        video=args.video, reference=reference_path, out=str(out_dir), det_model=args.det_model,
+        pose_model=args.pose_model, face_models=args.face_models, stride=args.stride, max_frames=args.max_frames,
+        no_align=args.no_align, width=width, height=height, device=args.device, batch_size=8, overwrite=True,
+    ))
+
+
+def read_pose_folder(folder: Path, width: int, height: int, stride: int, max_frames: int | None):
+    """Pose frames of a folder, and its face boxes if `extract-poses` wrote them (else None)."""
+    from PIL import Image
+
+    from .preprocessing.video_io import read_frames
+
+    frames = [Image.fromarray(frame) for frame in read_frames(folder, stride=stride, max_frames=max_frames)]
+    boxes = None
+    boxes_file = folder / "face_boxes.json"
+    if boxes_file.is_file():
+        summary = json.loads(boxes_file.read_text())
+        boxes = summary["boxes"][::stride][: len(frames)]
+        sx, sy = width / summary["width"], height / summary["height"]
+        # face_boxes.json boxes are inclusive pixel boxes at the pose size; the pipeline takes exclusive ones.
+        boxes = [None if b is None else (b[0] * sx, b[1] * sy, (b[2] + 1) * sx, (b[3] + 1) * sy) for b in boxes]
+    return frames, boxes
+
+
+def reference_face(args, image, width: int, height: int):
+    """(raw embedding, face box in the reference's pixels or None)."""
+    import numpy as np
+
+    if not args.face_models:
+        if args.allow_no_face:
+            print("No --face-models given and --allow-no-face: using a zero face embedding (no identity guidance).")
+            return np.zeros(512, dtype=np.float32), None
+        raise AnimateError("--face-models (an antelopev2 folder) is needed for the face embedding; see docs/preprocessing.md. "
+                           "Pass --allow-no-face to run without identity guidance.")
+    from .preprocessing.face_analysis import FaceAnalyzer
+
+    analyzer = FaceAnalyzer(args.face_models, device=args.device)
+    # The released weights were trained on embeddings of the reference resized to the training size.
+    embedding = analyzer.get_embedding(image.resize((width, height)), allow_no_face=args.allow_no_face)
+    face = analyzer.analyze(image, allow_no_face=True)
+    return embedding, None if face is None else tuple(float(v) for v in face.bbox)
+
+
+def prepare_outputs(args) -> None:
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise AnimateError(f"--out must be an .mp4 path, got {out}.")
+    targets = [out] + ([out.with_suffix(".gif")] if args.gif else []) + ([Path(args.frames_dir)] if args.frames_dir else [])
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        raise AnimateError(f"Refusing to overwrite {', '.join(existing)}; choose another --out or pass --overwrite.")
+
+
+def write_outputs(args, frames, fps: float) -> list[Path]:
+    """Every output goes to a temporary name first and is moved into place only once complete."""
+    from .preprocessing.video_io import write_frames, write_video
+
+    out = Path(args.out)
+    written = [write_video(out, frames, fps=fps)]
+    if args.gif:
+        written.append(write_video(out.with_suffix(".gif"), frames, fps=fps))
+    if args.frames_dir:
+        target = Path(args.frames_dir)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent if target.parent.exists() else None))
+        try:
+            write_frames(staging, frames)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.move(str(staging), str(target))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        written.append(target)
+    return written
+
+
+# ------------------------------------------------------------------------------------------------ command
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help=f"pipeline folder or Hub repo id, or '{TINY_RANDOM}' to check an install")
+    parser.add_argument("--image", required=True, help="reference photo")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="driving video (mp4/mov/webm) or folder of driving frames")
+    source.add_argument("--poses", help="folder of pose frames already aligned to the reference (e.g. from extract-poses)")
+    parser.add_argument("--out", required=True, help="output .mp4 path")
+    parser.add_argument("--gif", action="store_true", help="also write a .gif next to the mp4")
+    parser.add_argument("--frames-dir", help="also write the frames as PNGs into this folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--width", type=int, help="output width (default: chosen from the reference)")
+    parser.add_argument("--height", type=int, help="output height (default: chosen from the reference)")
+    parser.add_argument("--stride", type=int, default=1, help="use every N-th driving frame")
+    parser.add_argument("--max-frames", type=int, help="at most this many frames")
+    parser.add_argument("--fps", type=float, help="output frame rate (default: the driving video's / stride, else 8)")
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tile-size", type=int, default=16)
+    parser.add_argument("--tile-overlap", type=int, default=4)
+    parser.add_argument("--noise-aug-strength", type=float, default=0.02)
+    parser.add_argument("--face-optimization", choices=("auto", "on", "off"), default="auto",
+                        help="HJB face optimisation: 'auto' (default) runs it when the model has a face recognizer and face boxes exist")
+    parser.add_argument("--face-optimization-mode", choices=("face_crop", "full"), default="face_crop")
+    parser.add_argument("--memory", choices=("high", "balanced", "low"), default="balanced")
+    parser.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    parser.add_argument("--device", help="'cuda', 'cuda:1', 'cpu' (default: CUDA when available)")
+    parser.add_argument("--face-models", help="antelopev2 folder for the face embedding (see docs/preprocessing.md)")
+    parser.add_argument("--allow-no-face", action="store_true", help="go on with a zero face embedding when no face is found")
+    parser.add_argument("--det-model", help="yolox_l.onnx for DWPose (default: the documented model folder)")
+    parser.add_argument("--pose-model", help="dw-ll_ucoco_384.onnx for DWPose")
+    parser.add_argument("--no-align", action="store_true", help="do not align the driving poses to the reference body")
+
+
+def animate(args: argparse.Namespace) -> list[Path]:
+    import torch
+    from PIL import Image
+
+    from .memory_presets import NEXT_LOWER, apply_memory_preset, default_dtype
+
+    prepare_outputs(args)
+    if not Path(args.image).is_file():
+        raise AnimateError(f"Reference image {args.image} does not exist.")
+    image = Image.open(args.image).convert("RGB")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype) or default_dtype(device)
+    width, height = resolve_size(args, image.size)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.video:
+            pose_dir = Path(scratch) / "poses"
+            extract_driving_poses(args, args.image, width, height, pose_dir)
+            frames, boxes = read_pose_folder(pose_dir, width, height, stride=1, max_frames=None)
+        else:
+            frames, boxes = read_pose_folder(Path(args.poses), width, height, args.stride, args.max_frames)
+    face_embeds, reference_box = reference_face(args, image, width, height)
+
+    pipe = load_pipeline(args.model, dtype)
+    call_kwargs = apply_memory_preset(pipe, args.memory, device)
+    if args.face_optimization != "off":
+        missing = [what for what, ok in (("a face_recognizer component", pipe.face_recognizer is not None),
+                                         ("face boxes (from --video, or face_boxes.json in --poses)", boxes is not None),
+                                         ("a face in the reference", reference_box is not None)) if not ok]
+        if not missing:
+            call_kwargs.update(face_optimization={"mode": args.face_optimization_mode}, face_boxes=boxes, reference_face_box=reference_box)
+        elif args.face_optimization == "on":
+            raise AnimateError(f"Face optimisation needs {', '.join(missing)}.")
+        else:
+            print(f"Face optimisation off: it needs {', '.join(missing)}.")
+
+    try:
+        video = pipe(
+            image, frames, face_embeds=face_embeds, height=height, width=width, num_inference_steps=args.steps,
+            min_guidance_scale=args.guidance, max_guidance_scale=args.guidance, noise_aug_strength=args.noise_aug_strength,
+            tile_size=args.tile_size, tile_overlap=args.tile_overlap, generator=torch.Generator().manual_seed(args.seed),
+            **call_kwargs,
+        ).frames[0]
+    except torch.OutOfMemoryError as error:
+        lower = NEXT_LOWER[args.memory]
+        hint = f"try --memory {lower}" if lower else "try fewer frames (--max-frames), a smaller --tile-size or a smaller size"
+        raise AnimateError(f"Out of memory with --memory {args.memory}: {hint}.") from error
+
+    fps = args.fps or 8.0
+    if args.fps is None and args.video and Path(args.video).is_file():
+        from .preprocessing.video_io import video_fps
+
+        fps = (video_fps(args.video) or 8.0 * args.stride) / args.stride
+    return write_outputs(args, video, fps)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .preprocessing._common import ModelFilesNotFoundError
+
+    try:
+        written = animate(args)
+    except (AnimateError, ModelFilesNotFoundError, FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
+        print(f"stableanimator animate: error: {error}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {os.fspath(path)}")
+    return 0
