@@ -456,10 +456,9 @@ def verify_converted(folder: str | os.PathLike, references: dict[str, dict], dty
 
     for file_variant, dtype_name in [(None, dtype)] + ([(variant, variant)] if variant else []):
         target = getattr(torch, DTYPES[dtype_name])
-        # Main files load in their stored dtype; variant files, like users load them, with an explicit dtype.
-        load_kwargs = {"variant": file_variant, "dtype": target} if file_variant else {}
         for name, reference in references.items():
-            model = _component_class(index, name).from_pretrained(folder / name, **load_kwargs)
+            # Load as users do, with an explicit dtype (diffusers models would otherwise upcast to float32).
+            model = _component_class(index, name).from_pretrained(folder / name, variant=file_variant, dtype=target)
             loaded = model.state_dict()
             if set(loaded) != set(reference):
                 raise ConversionError(f"Verification failed: {name} reloaded with different keys ({_listed(sorted(set(loaded) ^ set(reference)))}).")
