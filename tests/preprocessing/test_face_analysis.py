@@ -1,5 +1,6 @@
 import os
 
+import insightface
 import numpy as np
 import pytest
 from PIL import Image
@@ -7,7 +8,6 @@ from PIL import Image
 from diffusers_stableanimator.preprocessing import FaceAnalyzer, ModelFilesNotFoundError, NoFaceDetectedError, onnx_providers
 from onnx_builders import KNOWN_FACE, KNOWN_FACE_BOX, make_recognizer, make_scrfd, recognizer_weights
 
-insightface = pytest.importorskip("insightface")  # the [face] extra, part of [test]
 IMAGES = os.path.join(os.path.dirname(insightface.__file__), "data", "images")
 RGB = (200, 100, 50)
 
@@ -88,7 +88,7 @@ def test_no_face(tmp_path):
 
 
 def test_missing_and_incomplete_model_folders(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="does not exist.*scrfd_10g_bnkps.onnx.*antelopev2"):
+    with pytest.raises(ModelFilesNotFoundError, match="does not exist.*scrfd_10g_bnkps.onnx.*antelopev2"):
         FaceAnalyzer(tmp_path / "nowhere")
     empty = tmp_path / "empty"
     empty.mkdir()

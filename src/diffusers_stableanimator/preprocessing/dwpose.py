@@ -31,7 +31,7 @@ POSE_MODEL_NAME = "dw-ll_ucoco_384.onnx"
 POSE_MODELS_ENV = "STABLEANIMATOR_POSE_MODELS"
 HOW_TO_GET_POSE_MODELS = (
     f"Download `{DET_MODEL_NAME}` and `{POSE_MODEL_NAME}` from the DWPose release on the Hugging Face "
-    "Hub (for example `huggingface-cli download yzd-v/DWPose yolox_l.onnx dw-ll_ucoco_384.onnx "
+    "Hub (for example `hf download yzd-v/DWPose yolox_l.onnx dw-ll_ucoco_384.onnx "
     "--local-dir ~/.cache/stableanimator/models/dwpose`), then pass their paths "
     f"(--det-model/--pose-model, or DWPoseDetector(det_model_path, pose_model_path)) or set "
     f"{POSE_MODELS_ENV} to the folder holding them. See docs/preprocessing.md."

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import check_files, load_rgb, models_root, onnx_providers
+from ._common import ModelFilesNotFoundError, check_files, load_rgb, models_root, onnx_providers
 
 FACE_MODELS_ENV = "STABLEANIMATOR_FACE_MODELS"
 DETECTOR_FILE = "scrfd_10g_bnkps.onnx"
@@ -112,7 +112,7 @@ class FaceAnalyzer:
         self.det_size = tuple(det_size)
         folder = Path(model_dir).expanduser() if model_dir is not None else default_face_model_dir()
         if not folder.is_dir():
-            raise FileNotFoundError(
+            raise ModelFilesNotFoundError(
                 f"Face model folder {str(folder)!r} does not exist. It must contain {DETECTOR_FILE} and "
                 f"{RECOGNIZER_FILE}. {HOW_TO_GET_FACE_MODELS}"
             )
