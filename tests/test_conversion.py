@@ -162,7 +162,7 @@ def test_missing_file_names_it_and_the_layout(sources, tmp_path):
     "content, message",
     [
         (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 6000000000\n", r"git-lfs pointer.*git lfs pull"),
-        (b"<!DOCTYPE html><html><body>Sign in</body></html>", r"HTML page.*huggingface-cli download"),
+        (b"<!DOCTYPE html><html><body>Sign in</body></html>", r"HTML page.*hf download"),
         (b"PK\x03\x04 truncated", r"could not be read"),
     ],
 )

@@ -86,7 +86,7 @@ def _expected_layout() -> str:
         "Expected the released files under their original names, either directly in the folder or in its "
         "`Animation/` sub-folder: pose_net.pth, face_encoder.pth, unet.pth, and optionally glintr100_torch.pth "
         f"(the face recognizer, needed only for face optimisation). Get them with `git lfs install && git clone "
-        f"https://huggingface.co/{OFFICIAL_HUB_REPO}` or `huggingface-cli download {OFFICIAL_HUB_REPO} --local-dir checkpoints`."
+        f"https://huggingface.co/{OFFICIAL_HUB_REPO}` or `hf download {OFFICIAL_HUB_REPO} --local-dir checkpoints` (`huggingface-cli download` with huggingface_hub < 1.0)."
     )
 
 
@@ -103,7 +103,7 @@ def resolve_svd(svd: str | os.PathLike, revision: str | None = None) -> tuple[Pa
         except Exception as error:  # offline, gated repo without a token, wrong id...
             raise ConversionError(
                 f"--svd {svd} is not a local folder, and downloading it from the Hub failed: {error}. Accept the SVD "
-                f"licence on https://huggingface.co/{svd}, log in with `huggingface-cli login`, or pass a local folder."
+                f"licence on https://huggingface.co/{svd}, log in with `hf auth login`, or pass a local folder."
             ) from error
         source = {"source": "hub", "repo_id": str(svd), "revision": path.name}  # snapshot folders are named by commit
     else:
@@ -128,9 +128,11 @@ def load_official_state_dict(path: str | os.PathLike) -> dict:
         raise ConversionError(f"{path} does not exist. {_expected_layout()}")
     with open(path, "rb") as f:
         head = f.read(512)
+    in_repo = f"Animation/{path.name}" if path.name in OFFICIAL_FILES.values() else path.name
     fetch = (
         f"Fetch the real file: `git lfs install && git lfs pull` inside your clone of {OFFICIAL_HUB_REPO}, or "
-        f"`huggingface-cli download {OFFICIAL_HUB_REPO} {path.name} --local-dir <folder>`."
+        f"`hf download {OFFICIAL_HUB_REPO} {in_repo} --local-dir <folder>` (`huggingface-cli download` with "
+        "huggingface_hub < 1.0)."
     )
     if head.startswith(b"version https://git-lfs"):
         raise ConversionError(
