@@ -56,7 +56,7 @@ def job_namespace(job: dict, defaults: argparse.Namespace, out_dir: Path) -> arg
     unknown = set(job) - set(values) - {"image", "video", "poses", "out"}
     if unknown:
         raise ValueError(f"Unknown option(s) in job for {job['image']}: {', '.join(sorted(unknown))}.")
-    values.update(video=None, poses=None, **job)
+    values.update({"video": None, "poses": None, **job})
     values["out"] = str(out_dir / (job.get("out") or Path(job["image"]).with_suffix(".mp4").name))
     return argparse.Namespace(**values)
 

@@ -1,0 +1,136 @@
+"""Seconds per denoising step, seconds for the VAE decode, and peak memory, for each memory preset.
+
+    python benchmarks/bench_pipeline.py --arch full --width 1024 --height 576 --frames 16 --device cuda
+    python benchmarks/bench_pipeline.py --arch tiny                          # CPU, seconds
+
+Weights are random (speed and memory do not depend on them). `--arch full` builds the full-size SVD-xt
+architecture (UNet 1.5 B parameters, SVD VAE, CLIP ViT-H/14 vision tower, PoseNet, FaceEncoder). Each preset
+runs in a fresh subprocess, so one preset's allocations do not hide another's. Peak memory is
+`torch.cuda.max_memory_allocated` on CUDA and the process's peak RSS on CPU (which includes the weights).
+Note the (H, W) order: SVD-xt portrait output is 576 wide and 1024 high (`--width 576 --height 1024`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def build_pipeline(arch: str):
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from diffusers_stableanimator import FaceEncoder, HJBEulerScheduler, PoseNet, StableAnimatorPipeline, StableAnimatorUNetModel
+    from diffusers_stableanimator.testing import tiny_random_pipeline
+
+    if arch == "tiny":
+        return tiny_random_pipeline()
+    torch.manual_seed(0)
+    clip = CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+                            image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu")
+    scheduler = HJBEulerScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
+                                  sigma_max=700.0, sigma_min=0.002, steps_offset=1, timestep_spacing="leading",
+                                  timestep_type="continuous", use_karras_sigmas=True)
+    return StableAnimatorPipeline(
+        vae=AutoencoderKLTemporalDecoder(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4, layers_per_block=2),
+        image_encoder=CLIPVisionModelWithProjection(clip),
+        feature_extractor=CLIPImageProcessor(crop_size={"height": 224, "width": 224}),
+        unet=StableAnimatorUNetModel(),
+        pose_net=PoseNet(),
+        face_encoder=FaceEncoder(),
+        scheduler=scheduler,
+    )
+
+
+def run_preset(args) -> dict:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from diffusers_stableanimator.memory_presets import apply_memory_preset, default_dtype
+
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype) or default_dtype(device)
+    pipe = build_pipeline(args.arch).to(dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    call_kwargs = apply_memory_preset(pipe, args.preset, device)
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8))
+    poses = [Image.fromarray(rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8)) for _ in range(args.frames)]
+    face = torch.randn(pipe.face_encoder.config.id_embeddings_dim)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    step_times = []
+    last = [time.perf_counter()]
+
+    def on_step(pipe, i, t, tensors):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        step_times.append(now - last[0])
+        last[0] = now
+        return tensors
+
+    start = time.perf_counter()
+    latents = pipe(image, poses, face_embeds=face, num_inference_steps=args.steps, tile_size=args.tile_size,
+                   output_type="latent", callback_on_step_end=on_step, **call_kwargs).frames
+    decode_start = time.perf_counter()
+    with torch.no_grad():
+        pipe.vae.to(device)  # offload hooks move it on first use; keep the timing to the decode itself
+        pipe.decode_latents(latents, call_kwargs["decode_chunk_size"])
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "preset": args.preset,
+        "seconds_per_step": sum(step_times[1:]) / max(1, len(step_times) - 1) if len(step_times) > 1 else step_times[0],
+        "first_step_seconds": step_times[0],
+        "decode_seconds": time.perf_counter() - decode_start,
+        "total_seconds": time.perf_counter() - start,
+        "peak_gib": peak / 2**30,
+        "peak_kind": "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS (weights included)",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=("tiny", "full"), default="tiny")
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--height", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--tile-size", type=int, default=16)
+    parser.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--presets", nargs="+", default=["high", "balanced", "low"])
+    parser.add_argument("--preset", help=argparse.SUPPRESS)  # internal: run one preset in this process
+    args = parser.parse_args()
+
+    if args.preset:
+        print(json.dumps(run_preset(args)))
+        return
+    print(f"{args.arch} architecture, {args.width}x{args.height} (W x H), {args.frames} frames, {args.steps} steps, device {args.device}")
+    print(f"{'preset':<10}{'s/step':>10}{'decode s':>10}{'peak GiB':>10}  memory measured as")
+    for preset in args.presets:
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--preset", preset]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        print(f"{r['preset']:<10}{r['seconds_per_step']:>10.3f}{r['decode_seconds']:>10.3f}{r['peak_gib']:>10.2f}  {r['peak_kind']}")
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+import json
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from diffusers_stableanimator.animate import SUPPORTED_SIZES, choose_resolution
+from diffusers_stableanimator.cli import main
+from diffusers_stableanimator.testing import synthetic_inputs
+
+FAST = ["--steps", "2", "--tile-size", "4", "--tile-overlap", "1"]
+
+
+@pytest.fixture
+def job(tmp_path):
+    """A reference photo and a folder of 5 pose frames."""
+    image, poses, _ = synthetic_inputs(5)
+    image.resize((300, 560)).save(tmp_path / "ref.png")
+    (tmp_path / "poses").mkdir()
+    for i, pose in enumerate(poses):
+        pose.save(tmp_path / "poses" / f"frame_{i}.png")
+    return tmp_path
+
+
+def _mp4_info(path):
+    reader = imageio.get_reader(str(path), format="FFMPEG")
+    frames = [frame for frame in reader]
+    fps = reader.get_meta_data()["fps"]
+    reader.close()
+    return len(frames), frames[0].shape, fps
+
+
+def test_resolution_rule():
+    assert choose_resolution(1080, 1920) == (576, 1024)  # portrait phone video
+    assert choose_resolution(1000, 1000) == (512, 512)
+    assert choose_resolution(1920, 1080) == (512, 512)  # landscape: nearest supported is square
+    assert choose_resolution(700, 1000) == (576, 1024)  # aspect 0.70: log-distance 0.22 to 0.5625, 0.36 to 1
+    assert choose_resolution(800, 1000) == (512, 512)  # aspect 0.80: 0.35 vs 0.22
+    assert SUPPORTED_SIZES == [(512, 512), (576, 1024)]
+
+
+def test_animate_tiny_random_end_to_end(job, capsys):
+    out = job / "out.mp4"
+    args = ["animate", "--model", "tiny-random", "--image", str(job / "ref.png"), "--poses", str(job / "poses"),
+            "--out", str(out), "--allow-no-face", "--fps", "5", "--gif", "--frames-dir", str(job / "frames"), *FAST]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "Output size 64x128" in printed  # 300x560 is nearest the portrait aspect ratio
+    assert f"wrote {out}" in printed
+    count, shape, fps = _mp4_info(out)
+    assert count == 5 and shape == (128, 64, 3) and fps == pytest.approx(5)
+    assert (job / "out.gif").is_file()
+    assert sorted(p.name for p in (job / "frames").iterdir()) == [f"frame_{i}.png" for i in range(5)]
+    assert not [p for p in job.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+
+    before = out.read_bytes()
+    assert main(args) == 2  # refuses to overwrite
+    assert "Refusing to overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert main(args + ["--overwrite", "--seed", "1"]) == 0
+    assert out.read_bytes() != before
+
+
+@pytest.mark.parametrize("preset", ["high", "balanced", "low"])
+def test_each_memory_preset_runs(job, preset):
+    out = job / f"{preset}.mp4"
+    assert main(["animate", "--model", "tiny-random", "--image", str(job / "ref.png"), "--poses", str(job / "poses"),
+                 "--out", str(out), "--allow-no-face", "--memory", preset, "--width", "64", "--height", "64", *FAST]) == 0
+    assert _mp4_info(out)[:2] == (5, (64, 64, 3))
+
+
+def test_unsupported_size_warns_and_max_frames(job, capsys):
+    out = job / "out.mp4"
+    assert main(["animate", "--model", "tiny-random", "--image", str(job / "ref.png"), "--poses", str(job / "poses"),
+                 "--out", str(out), "--allow-no-face", "--width", "128", "--height", "64", "--max-frames", "3", *FAST]) == 0
+    assert "not a size the model was trained at" in capsys.readouterr().err
+    assert _mp4_info(out)[:2] == (3, (64, 128, 3))
+
+
+def test_errors_are_one_line_and_name_the_problem(job, capsys):
+    base = ["animate", "--image", str(job / "ref.png"), "--poses", str(job / "poses"), "--allow-no-face", *FAST]
+    not_a_pipeline = job / "model"
+    not_a_pipeline.mkdir()
+    assert main(base + ["--model", str(not_a_pipeline), "--out", str(job / "a.mp4")]) == 2
+    assert "no model_index.json" in capsys.readouterr().err
+    (not_a_pipeline / "model_index.json").write_text(json.dumps({"_class_name": "StableAnimatorPipeline", "unet": ["x", "y"]}))
+    assert main(base + ["--model", str(not_a_pipeline), "--out", str(job / "a.mp4")]) == 2
+    assert "missing pipeline component(s): vae, image_encoder" in capsys.readouterr().err
+
+    empty = job / "empty"
+    empty.mkdir()
+    assert main(["animate", "--model", "tiny-random", "--image", str(job / "ref.png"), "--poses", str(empty),
+                 "--out", str(job / "b.mp4"), "--allow-no-face"]) == 2
+    assert "No image files" in capsys.readouterr().err
+    assert main(["animate", "--model", "tiny-random", "--image", str(job / "ref.png"), "--poses", str(job / "poses"),
+                 "--out", str(job / "c.mp4")]) == 2
+    assert "--face-models" in capsys.readouterr().err
+    assert not list(job.glob("*.mp4"))
+
+
+def test_animate_batch_skips_done_jobs(job, capsys):
+    jobs = job / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps(j) for j in [
+        {"image": str(job / "ref.png"), "poses": str(job / "poses"), "out": "one.mp4"},
+        {"image": str(job / "ref.png"), "poses": str(job / "poses"), "out": "two.mp4", "max_frames": 2},
+    ]))
+    out_dir = job / "outs"
+    out_dir.mkdir()
+    (out_dir / "one.mp4").write_bytes(b"done before")
+    assert main(["animate-batch", str(jobs), "--out-dir", str(out_dir), "--model", "tiny-random", "--allow-no-face", *FAST]) == 0
+    assert "2 jobs, 1 already done, 1 to run" in capsys.readouterr().out
+    assert (out_dir / "one.mp4").read_bytes() == b"done before"
+    assert _mp4_info(out_dir / "two.mp4")[0] == 2
+
+    jobs.write_text(json.dumps({"image": "x.png", "video": "a.mp4", "poses": "p"}))
+    assert main(["animate-batch", str(jobs), "--out-dir", str(out_dir), "--model", "tiny-random"]) == 2
+    assert "exactly one of 'video' or 'poses'" in capsys.readouterr().err
