@@ -19,7 +19,7 @@ from diffusers_stableanimator.preprocessing.dwpose import (
     yolox_preprocess,
 )
 
-from onnx_builders import KNOWN_PERSON_BOX, make_pose_model, make_yolox, standing_person_locs
+from onnx_builders import make_pose_model, make_yolox, standing_person_locs
 
 
 # ---- SimCC ---------------------------------------------------------------------------------------
