@@ -372,7 +372,7 @@ def convert_official_checkpoint(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if push_to_hub:
-        push_to_hub_fn(output, push_to_hub, private=private)
+        _push(output, push_to_hub, private=private)
     return output
 
 
@@ -521,7 +521,7 @@ def _plain(value: Any) -> Any:
 # ------------------------------------------------------------------------------------------------ model card
 def load_model_card_template() -> str:
     """The model card template shipped inside the package (`diffusers_stableanimator/model_cards/`)."""
-    return resources.files("diffusers_stableanimator").joinpath("model_cards", MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
+    return (resources.files("diffusers_stableanimator") / "model_cards" / MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
 
 
 def render_model_card(provenance: dict, repo_id: str | None = None) -> str:
@@ -596,7 +596,7 @@ def push_to_hub(
     return api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message=commit_message)
 
 
-push_to_hub_fn = push_to_hub  # `convert_official_checkpoint` has a `push_to_hub` argument that shadows the name
+_push = push_to_hub  # `convert_official_checkpoint` has a `push_to_hub` argument that shadows the name
 
 
 # ------------------------------------------------------------------------------------------------ `stableanimator convert`
