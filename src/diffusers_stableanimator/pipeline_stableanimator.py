@@ -92,7 +92,7 @@ def _pose_list(poses: Any) -> list:
     return list(poses)
 
 
-class StableAnimatorPipeline(DiffusionPipeline):
+class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
     r"""
     Identity-preserving human image animation (StableAnimator, CVPR 2025) on Stable Video Diffusion.
 

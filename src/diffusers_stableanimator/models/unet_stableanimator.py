@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 from diffusers.configuration_utils import register_to_config
+from diffusers.loaders.peft import PeftAdapterMixin
 from diffusers.models.attention_processor import AttnProcessor2_0
 from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel
 
 from .attention_processor import IDAdapterAttnProcessor, TemporalContextAttnProcessor
 
 
-class StableAnimatorUNetModel(UNetSpatioTemporalConditionModel):
+class StableAnimatorUNetModel(UNetSpatioTemporalConditionModel, PeftAdapterMixin):  # PeftAdapterMixin: LoRA (as UNet2DConditionModel)
     r"""
     The UNet of StableAnimator: the stock `UNetSpatioTemporalConditionModel` (same module tree and parameter
     names, so SVD and StableAnimator weights load 1:1) with three changes:
