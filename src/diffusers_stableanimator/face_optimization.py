@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator, Literal, Sequence
+from typing import Iterator, Literal, NamedTuple, Sequence
 
 import PIL.Image
 import numpy as np
@@ -80,6 +80,14 @@ class FaceOptimizationConfig:
         raise TypeError(f"`face_optimization` must be None, a FaceOptimizationConfig or a dict, got {type(value).__name__}.")
 
 
+class FaceOptimizationInputs(NamedTuple):
+    """Checked face-optimisation arguments of one pipeline call."""
+
+    config: FaceOptimizationConfig
+    face_boxes: list[Box | None]  # one per output frame, clipped to the output size
+    reference_face_box: Box  # clipped to the reference image
+
+
 # ---------------------------------------------------------------------------------------------------- boxes
 def clip_box(box: Sequence[int], width: int, height: int, what: str) -> Box:
     """Validate one `(x1, y1, x2, y2)` box and clip it to a `width` x `height` image."""
@@ -110,11 +118,10 @@ def check_face_optimization_inputs(
     width: int,
     reference_size: tuple[int, int],
     face_recognizer: nn.Module | None,
-) -> tuple[FaceOptimizationConfig, list[Box | None], Box] | None:
+) -> FaceOptimizationInputs | None:
     """
-    Validate the pipeline's face-optimisation arguments before any heavy work. Returns `(config, frame boxes
-    clipped to the output size, reference box clipped to the reference image)`, or None when face optimisation is
-    off or no frame has a face (with a warning).
+    Validate the pipeline's face-optimisation arguments before any heavy work. Returns them checked and clipped,
+    or None when face optimisation is off or no frame has a face (with a warning).
     """
     config = FaceOptimizationConfig.from_value(face_optimization)
     if config is None:
@@ -138,7 +145,7 @@ def check_face_optimization_inputs(
     if all(box is None for box in boxes):
         logger.warning("Face optimisation skipped: no frame has a face box (all `face_boxes` are None).")
         return None
-    return config, boxes, reference_box
+    return FaceOptimizationInputs(config, boxes, reference_box)
 
 
 def _resize_face(pixels: torch.Tensor) -> torch.Tensor:
@@ -269,13 +276,11 @@ def build_face_objective(
     vae: nn.Module,
     face_recognizer: nn.Module,
     reference_image: PIL.Image.Image,
-    reference_face_box: Box,
-    face_boxes: Sequence[Box | None],
-    config: FaceOptimizationConfig | dict | None = None,
+    inputs: FaceOptimizationInputs,
     decode_chunk_size: int | None = None,
 ) -> FaceObjective:
-    """The face objective for one pipeline call (boxes already checked by `check_face_optimization_inputs`)."""
+    """The face objective for one pipeline call, from the inputs checked by `check_face_optimization_inputs`."""
     if face_recognizer is None:
         raise ValueError(NO_RECOGNIZER_MESSAGE)
-    reference = reference_face_embedding(face_recognizer, reference_image, reference_face_box)
-    return FaceObjective(vae, face_recognizer, reference, face_boxes, FaceOptimizationConfig.from_value(config), decode_chunk_size)
+    reference = reference_face_embedding(face_recognizer, reference_image, inputs.reference_face_box)
+    return FaceObjective(vae, face_recognizer, reference, inputs.face_boxes, inputs.config, decode_chunk_size)

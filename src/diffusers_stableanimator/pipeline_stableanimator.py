@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -17,6 +18,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+from .lora import StableAnimatorLoraLoaderMixin
+from .face_optimization import FaceOptimizationConfig, build_face_objective, check_face_optimization_inputs
 from .models import ArcFaceIResNet, FaceEncoder, PoseNet, StableAnimatorUNetModel
 from .schedulers import HJBEulerScheduler
 from .tiling import blend_weights, temporal_tiles
@@ -328,6 +331,9 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         callback_on_step_end: Callable[[DiffusionPipeline, int, torch.Tensor, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ["latents"],
         return_dict: bool = True,
+        face_optimization: FaceOptimizationConfig | dict | None = None,
+        face_boxes: list[tuple[int, int, int, int] | None] | None = None,
+        reference_face_box: tuple[int, int, int, int] | None = None,
     ) -> StableAnimatorPipelineOutput | tuple:
         r"""
         Animate `image` along `poses`: one output frame per pose frame.
@@ -356,6 +362,13 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
                 replacement `latents`.
             callback_on_step_end_tensor_inputs: Names of the tensors passed to the callback.
             return_dict: Return a [`StableAnimatorPipelineOutput`] instead of a tuple.
+            face_optimization: Turn on StableAnimator's face optimisation ("HJB"): a `FaceOptimizationConfig` or a
+                dict of its fields (`{}` = defaults, `mode="face_crop"`); `None` = off. Needs the `face_recognizer`
+                component. Its window, learning rate and iterations are the scheduler's `face_optimization_*`
+                config. See docs/face_optimization.md.
+            face_boxes: One face box `(x1, y1, x2, y2)` per output frame in output pixels (x2/y2 exclusive, like
+                PIL's crop), or None for a frame without a face. Boxes are clipped to the frame.
+            reference_face_box: The face box in the reference image, in its own pixels.
 
         Examples:
         """
@@ -372,6 +385,10 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
             if name not in self._callback_tensor_inputs:
                 raise ValueError(f"`callback_on_step_end_tensor_inputs` may contain {self._callback_tensor_inputs}, got {name!r}.")
         self.check_inputs(poses, face_embeds, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale)
+        face_inputs = check_face_optimization_inputs(
+            face_optimization, face_boxes, reference_face_box, num_frames=len(poses), height=height, width=width,
+            reference_size=image.size, face_recognizer=self.face_recognizer,
+        )
         num_frames = len(poses)
         device = self._execution_device
         self._do_classifier_free_guidance = max_guidance_scale > 1.0
@@ -407,12 +424,17 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         guidance_scale = torch.linspace(min_guidance_scale, max_guidance_scale, num_frames, device=device)
         self._guidance_scale = guidance_scale[None, :, None, None, None]
         tiles = temporal_tiles(num_frames, tile_size, tile_overlap)
+        face_objective = None
+        if face_inputs is not None:  # x̂0 -> face loss; the scheduler refines x̂0 with it inside its window
+            face_objective = build_face_objective(self.vae, self.face_recognizer, image, face_inputs, decode_chunk_size)
 
         # 6. Denoising loop
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 noise_pred = self.predict_noise(latents, t, conditioning, self._guidance_scale, tiles)
-                latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
+                # prepared(): decoder and recognizer frozen in float32 through the step's forward and backward passes
+                with face_objective.prepared() if face_objective is not None else nullcontext():
+                    latents = self.scheduler.step(noise_pred, t, latents, return_dict=False, face_objective=face_objective)[0]
 
                 if callback_on_step_end is not None:
                     available = {"latents": latents}

@@ -1,0 +1,167 @@
+"""Face optimisation cost: one refined step ("full" vs "face_crop") with full-size models (random weights).
+
+Measures, for the same x̂0, the wall time and peak memory of `HJBEulerScheduler.refine_x0` (the objective's
+forward + backward, `--iterations` times) with SVD's temporal VAE decoder architecture and an IResNet-100
+recognizer, and how far the two modes agree (loss and gradient direction at x̂0). Each mode runs in a fresh
+subprocess so that CPU peak RSS is its own; on CUDA peak memory is `torch.cuda.max_memory_allocated`.
+
+    python benchmarks/bench_face_optimization.py                       # 512x512, 4 frames, CPU
+    python benchmarks/bench_face_optimization.py --device cuda --iterations 3
+    python benchmarks/bench_face_optimization.py --margin-sweep        # decoder error in the face box vs margin
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import torch
+
+# SVD's `vae/config.json` (the diffusers default config of AutoencoderKLTemporalDecoder is a toy one).
+SVD_VAE_CONFIG = dict(
+    block_out_channels=(128, 256, 512, 512),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    layers_per_block=2,
+    latent_channels=4,
+    scaling_factor=0.18215,
+)
+
+
+def face_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """A face box covering 1/16 of the frame (a quarter of each side), in the upper middle, on the latent grid."""
+    w, h = width // 4, height // 4
+    x1, y1 = (width - w) // 2 // 8 * 8, height // 8 // 8 * 8
+    return x1, y1, x1 + w, y1 + h
+
+
+def build(args):
+    from diffusers import AutoencoderKLTemporalDecoder
+    from PIL import Image
+
+    from diffusers_stableanimator import ArcFaceIResNet, HJBEulerScheduler
+    from diffusers_stableanimator.face_optimization import FaceOptimizationConfig, FaceOptimizationInputs, build_face_objective
+
+    torch.manual_seed(args.seed)
+    vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().to(args.device)
+    recognizer = ArcFaceIResNet().eval().to(args.device)  # IResNet-100
+    generator = torch.Generator().manual_seed(args.seed)
+    reference = Image.fromarray(torch.randint(0, 256, (256, 256, 3), generator=generator, dtype=torch.uint8).numpy())
+    x0 = torch.randn(1, args.frames, 4, args.height // 8, args.width // 8, generator=generator).to(args.device)
+    boxes = [face_box(args.width, args.height)] * args.frames
+    config = FaceOptimizationConfig(mode=args.mode, margin=args.margin, gradient_checkpointing=not args.no_checkpointing)
+    inputs = FaceOptimizationInputs(config, boxes, reference_face_box=(64, 48, 192, 208))
+    objective = build_face_objective(vae, recognizer, reference, inputs, args.decode_chunk_size)
+    scheduler = HJBEulerScheduler(face_optimization_iterations=args.iterations)
+    scheduler.set_timesteps(25)
+    return vae, objective, scheduler, x0
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def run_mode(args) -> None:
+    """Child process: one refined step in one mode; writes figures (and the first gradient) to `args.out`."""
+    vae, objective, scheduler, x0 = build(args)
+    first = {}
+
+    def recorded(x):  # record the loss and the gradient at x̂0 itself (the first iteration)
+        loss = objective(x)
+        if not first:
+            first["loss"] = loss.item()
+            x.register_hook(lambda grad: first.setdefault("grad", grad.detach().cpu().clone()))
+        return loss
+
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = rss_bytes()
+    start = time.perf_counter()
+    with objective.prepared():
+        scheduler.refine_x0(x0, 0, recorded)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() - base if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    torch.save({"seconds": seconds, "peak_bytes": peak, "loss": first["loss"], "grad": first["grad"]}, args.out)
+
+
+def margin_sweep(args) -> None:
+    """Forward only: max |pixel error| inside the face box when decoding a latent window vs the whole frame."""
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from diffusers_stableanimator.face_optimization import FaceObjective, FaceOptimizationConfig
+
+    torch.manual_seed(args.seed)
+    vae = AutoencoderKLTemporalDecoder(**SVD_VAE_CONFIG).eval().to(args.device)
+    x0 = torch.randn(1, args.frames, 4, args.height // 8, args.width // 8).to(args.device)
+    box = face_box(args.width, args.height)
+    with torch.no_grad():
+        reference = None
+        for margin in [None] + args.margins:
+            mode = "full" if margin is None else "face_crop"
+            config = FaceOptimizationConfig(mode=mode, margin=margin or 0)
+            objective = FaceObjective(vae, torch.nn.Identity(), torch.zeros(1), [box] * args.frames, config, args.decode_chunk_size)
+            crops = objective.decode_faces(x0)
+            if reference is None:
+                reference = crops
+                continue
+            err = (crops - reference).abs()
+            print(f"margin {margin:3d} latent px ({margin * 8:3d} px): max |error| {err.max():.4f}, mean {err.mean():.5f} (pixels in [-1, 1])")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--height", type=int, default=512)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=3, help="Adam iterations per refined step (reference: 3)")
+    parser.add_argument("--decode-chunk-size", type=int, default=1, help="frames decoded together (1 keeps \"full\" within 24 GB on CPU)")
+    parser.add_argument("--margin", type=int, default=4, help="face_crop margin in latent pixels")
+    parser.add_argument("--no-checkpointing", action="store_true", help="keep decoder activations (more memory)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--margin-sweep", action="store_true", help="print decode error in the box vs margin and exit")
+    parser.add_argument("--margins", type=int, nargs="+", default=[0, 1, 2, 4, 6, 8, 12, 16])
+    parser.add_argument("--mode", choices=["full", "face_crop"], help=argparse.SUPPRESS)  # child process
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.margin_sweep:
+        return margin_sweep(args)
+    if args.mode:
+        return run_mode(args)
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("full", "face_crop"):
+            out = os.path.join(tmp, f"{mode}.pt")
+            child = [a for a in sys.argv[1:]] + ["--mode", mode, "--out", out]
+            subprocess.run([sys.executable, os.path.abspath(__file__), *child], check=True)
+            results[mode] = torch.load(out)
+    full, crop = results["full"], results["face_crop"]
+    box = face_box(args.width, args.height)
+    print(f"device {args.device}, {args.width}x{args.height}, {args.frames} frames, face box {box} (1/16 of the frame), "
+          f"{args.iterations} Adam iteration(s), decode_chunk_size {args.decode_chunk_size}, margin {args.margin}, "
+          f"checkpointing {not args.no_checkpointing}; SVD VAE decoder + IResNet-100, random weights")
+    memory = "peak CUDA allocated" if args.device.startswith("cuda") else "peak RSS - RSS before"
+    for mode, r in results.items():
+        print(f"  {mode:9s}: {r['seconds']:8.1f} s   {memory}: {r['peak_bytes'] / 2**30:7.2f} GiB   loss {r['loss']:.6f}")
+    cosine = torch.nn.functional.cosine_similarity(full["grad"].flatten(), crop["grad"].flatten(), dim=0).item()
+    print(f"  face_crop vs full: {full['seconds'] / crop['seconds']:.1f}x faster, {full['peak_bytes'] / max(crop['peak_bytes'], 1):.1f}x less memory; "
+          f"|loss difference| {abs(full['loss'] - crop['loss']):.2e}, gradient cosine {cosine:.4f}")
+    print(json.dumps({m: {"seconds": r["seconds"], "peak_gib": r["peak_bytes"] / 2**30, "loss": r["loss"]} for m, r in results.items()} | {"grad_cosine": cosine}))
+
+
+if __name__ == "__main__":
+    main()
