@@ -115,3 +115,23 @@ def test_animate_batch_skips_done_jobs(job, capsys):
     jobs.write_text(json.dumps({"image": "x.png", "video": "a.mp4", "poses": "p"}))
     assert main(["animate-batch", str(jobs), "--out-dir", str(out_dir), "--model", "tiny-random"]) == 2
     assert "exactly one of 'video' or 'poses'" in capsys.readouterr().err
+
+
+def test_animate_from_a_driving_video_with_face_models(tmp_path, pose_models, face_models, capsys):
+    """The whole path with generated ONNX models: DWPose, alignment, drawing, face boxes, face embedding,
+    face optimisation on the tiny pipeline (which has a face recognizer), mp4 out."""
+    from PIL import Image
+
+    from diffusers_stableanimator.preprocessing import write_video
+
+    video = write_video(tmp_path / "driving.mp4", [np.full((240, 320, 3), 20 * i, np.uint8) for i in range(6)], fps=12)
+    Image.fromarray(np.full((384, 256, 3), 90, np.uint8)).save(tmp_path / "ref.png")
+    det, pose = pose_models
+    out = tmp_path / "out.mp4"
+    assert main(["animate", "--model", "tiny-random", "--image", str(tmp_path / "ref.png"), "--video", str(video),
+                 "--out", str(out), "--det-model", str(det), "--pose-model", str(pose), "--face-models", str(face_models),
+                 "--stride", "2", "--face-optimization", "on", "--device", "cpu", *FAST]) == 0
+    printed = capsys.readouterr().out
+    assert "Output size 64x128" in printed and "Face optimisation off" not in printed
+    count, shape, fps = _mp4_info(out)
+    assert count == 3 and shape == (128, 64, 3) and fps == pytest.approx(6)  # 12 fps with stride 2
