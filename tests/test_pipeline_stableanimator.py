@@ -311,3 +311,30 @@ def test_bfloat16_via_from_pretrained_dtype(tiny_pipe, inputs, tmp_path):
     frames = _run(pipe, image, poses, face_embeds)
     reference = _run(tiny_pipe, image, poses, face_embeds)
     assert np.isfinite(frames).all() and np.abs(frames - reference).mean() < 0.05
+
+
+def test_face_embedding_from_a_face_analyzer(tiny_pipe, inputs, face_models, tmp_path):
+    from onnx_builders import make_recognizer, make_scrfd
+
+    from diffusers_stableanimator.preprocessing import FaceAnalyzer
+    from diffusers_stableanimator.preprocessing.face_analysis import NoFaceDetectedError
+
+    image, poses, _ = inputs(3)
+    image = image.resize((200, 300))
+    analyzer = FaceAnalyzer(face_models)
+    # Training convention: the reference is analysed at the output size (here the poses' 64x64).
+    expected_embedding = analyzer.get_embedding(image.resize((64, 64), PIL.Image.BILINEAR))
+    assert np.abs(expected_embedding).sum() > 0
+    expected = _run(tiny_pipe, image, poses, expected_embedding)
+    np.testing.assert_array_equal(_run(tiny_pipe, image, poses, None, face_analyzer=analyzer), expected)
+    np.testing.assert_array_equal(_run(tiny_pipe, image, poses, None, face_analyzer=str(face_models)), expected)
+
+    no_face = tmp_path / "no_face"
+    no_face.mkdir()
+    make_scrfd(no_face / "scrfd_10g_bnkps.onnx", faces=())
+    make_recognizer(no_face / "glintr100.onnx")
+    with pytest.raises(NoFaceDetectedError, match="No face was detected"):
+        _run(tiny_pipe, image, poses, None, face_analyzer=str(no_face))
+    with pytest.warns(UserWarning, match="zero face embedding"):
+        frames = _run(tiny_pipe, image, poses, None, face_analyzer=str(no_face), allow_no_face=True)
+    np.testing.assert_array_equal(frames, _run(tiny_pipe, image, poses, np.zeros(512, np.float32)))

@@ -116,11 +116,11 @@ def reference_face(args, image, width: int, height: int):
             return np.zeros(512, dtype=np.float32), None
         raise AnimateError("--face-models (an antelopev2 folder) is needed for the face embedding; see docs/preprocessing.md. "
                            "Pass --allow-no-face to run without identity guidance.")
+    from .pipeline_stableanimator import StableAnimatorPipeline
     from .preprocessing.face_analysis import FaceAnalyzer
 
     analyzer = FaceAnalyzer(args.face_models, device=args.device)
-    # The released weights were trained on embeddings of the reference resized to the training size.
-    embedding = analyzer.get_embedding(image.resize((width, height)), allow_no_face=args.allow_no_face)
+    embedding = StableAnimatorPipeline.embed_face(image, analyzer, width, height, allow_no_face=args.allow_no_face)
     face = analyzer.analyze(image, allow_no_face=True)
     return embedding, None if face is None else tuple(float(v) for v in face.bbox)
 

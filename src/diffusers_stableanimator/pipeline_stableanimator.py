@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -168,8 +169,9 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
             )
         if face_embeds is None:
             raise ValueError(
-                "`face_embeds` is required: the raw ArcFace (insightface antelopev2 glintr100) embedding of the "
-                f"reference face, shape ({self.face_encoder.config.id_embeddings_dim},)."
+                "Give `face_embeds` (the raw ArcFace (insightface antelopev2 glintr100) embedding of the reference "
+                f"face, shape ({self.face_encoder.config.id_embeddings_dim},)) or `face_analyzer=` (a FaceAnalyzer or "
+                "an antelopev2 model folder) to compute it."
             )
         expected_dim = self.face_encoder.config.id_embeddings_dim
         if face_embeds.shape not in ((expected_dim,), (1, expected_dim)):
@@ -213,6 +215,16 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
             images=pixels, do_normalize=True, do_center_crop=False, do_resize=False, do_rescale=False, return_tensors="pt"
         ).pixel_values
         return self.image_encoder(pixels.to(device=device, dtype=dtype)).image_embeds.unsqueeze(1)
+
+    @staticmethod
+    def embed_face(image: PIL.Image.Image, face_analyzer: Any, width: int, height: int, allow_no_face: bool = False) -> np.ndarray:
+        """The raw ArcFace embedding of the reference's largest face, with the training convention (the reference
+        resized to the output size; the analyzer's default BGR input)."""
+        if isinstance(face_analyzer, (str, os.PathLike)):
+            from .preprocessing.face_analysis import FaceAnalyzer
+
+            face_analyzer = FaceAnalyzer(face_analyzer)
+        return face_analyzer.get_embedding(image.resize((width, height), PIL.Image.BILINEAR), allow_no_face=allow_no_face)
 
     def encode_face(self, face_embeds: torch.Tensor, clip_embeds: torch.Tensor) -> torch.Tensor:
         """Raw ArcFace embedding + CLIP embedding -> face tokens `(1, num_tokens, dim)`."""
@@ -334,6 +346,8 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         face_optimization: FaceOptimizationConfig | dict | None = None,
         face_boxes: list[tuple[int, int, int, int] | None] | None = None,
         reference_face_box: tuple[int, int, int, int] | None = None,
+        face_analyzer: Any = None,
+        allow_no_face: bool = False,
     ) -> StableAnimatorPipelineOutput | tuple:
         r"""
         Animate `image` along `poses`: one output frame per pose frame.
@@ -369,6 +383,11 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
             face_boxes: One face box `(x1, y1, x2, y2)` per output frame in output pixels (x2/y2 exclusive, like
                 PIL's crop), or None for a frame without a face. Boxes are clipped to the frame.
             reference_face_box: The face box in the reference image, in its own pixels.
+            face_analyzer: Computes `face_embeds` when they are not given: a
+                [`~preprocessing.FaceAnalyzer`] or the path of an antelopev2 model folder (extra `[face]`). The
+                reference is analysed at the output size, as the released weights were trained.
+            allow_no_face: With `face_analyzer`, a reference without a detectable face gets a zero embedding
+                (no identity guidance) instead of an error.
 
         Examples:
         """
@@ -377,6 +396,8 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         poses = [_to_pil_rgb(pose, f"poses[{i}]") for i, pose in enumerate(_pose_list(poses))]
         width = width or (poses[0].size[0] if poses else 0)
         height = height or (poses[0].size[1] if poses else 0)
+        if face_embeds is None and face_analyzer is not None and width and height:
+            face_embeds = self.embed_face(image, face_analyzer, width, height, allow_no_face)
         if face_embeds is not None:
             face_embeds = torch.as_tensor(np.asarray(face_embeds) if not isinstance(face_embeds, torch.Tensor) else face_embeds).float()
 
