@@ -240,9 +240,13 @@ def main(argv: list[str] | None = None) -> dict:
     image_encoder.requires_grad_(False).to(accelerator.device, weight_dtype)
     if pipe.face_recognizer is not None:
         pipe.face_recognizer.requires_grad_(False)
+    # LoRA: the frozen base weights in the low-precision dtype too (half the memory); what trains stays float32.
+    base_dtype = weight_dtype if args.lora_rank > 0 else torch.float32
     for module in (unet, pose_net, face_encoder):
-        module.to(accelerator.device, torch.float32)
+        module.to(accelerator.device, base_dtype)
     params = configure_trainable(unet, pose_net, face_encoder, args.lora_rank, args.train_id_adapter, args.train_pose_net, args.train_face_encoder)
+    for param in params:
+        param.data = param.data.float()
     if args.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train(), pose_net.train(), face_encoder.train()
