@@ -3,7 +3,8 @@
 Measures, for the same x̂0, the wall time and peak memory of `HJBEulerScheduler.refine_x0` (the objective's
 forward + backward, `--iterations` times) with SVD's temporal VAE decoder architecture and an IResNet-100
 recognizer, and how far the two modes agree (loss and gradient direction at x̂0). Each mode runs in a fresh
-subprocess so that CPU peak RSS is its own; on CUDA peak memory is `torch.cuda.max_memory_allocated`.
+subprocess after one untimed warm-up iteration; CPU peak memory is the peak RSS (VmHWM, reset after the
+warm-up) minus the RSS before the step, CUDA peak memory is `torch.cuda.max_memory_allocated`.
 
     python benchmarks/bench_face_optimization.py                       # 512x512, 4 frames, CPU
     python benchmarks/bench_face_optimization.py --device cuda --iterations 3
@@ -13,9 +14,9 @@ subprocess so that CPU peak RSS is its own; on CUDA peak memory is `torch.cuda.m
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,18 @@ def build(args):
     return vae, objective, scheduler, x0
 
 
+def reset_cpu_peak() -> None:
+    """Return freed heap to the OS and reset the kernel's peak-RSS counter (VmHWM) of this process."""
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def peak_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -80,11 +93,15 @@ def run_mode(args) -> None:
         return loss
 
     cuda = args.device.startswith("cuda")
+    if args.warmup:  # one untimed forward + backward: CPU kernels are set up per input shape on first use
+        with objective.prepared():
+            objective(x0.clone().requires_grad_(True)).backward()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
+        reset_cpu_peak()
         base = rss_bytes()
     start = time.perf_counter()
     with objective.prepared():
@@ -92,7 +109,7 @@ def run_mode(args) -> None:
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() - base if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    peak = (torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()) - base
     torch.save({"seconds": seconds, "peak_bytes": peak, "loss": first["loss"], "grad": first["grad"]}, args.out)
 
 
@@ -112,12 +129,15 @@ def margin_sweep(args) -> None:
             mode = "full" if margin is None else "face_crop"
             config = FaceOptimizationConfig(mode=mode, margin=margin or 0)
             objective = FaceObjective(vae, torch.nn.Identity(), torch.zeros(1), [box] * args.frames, config, args.decode_chunk_size)
+            start = time.perf_counter()
             crops = objective.decode_faces(x0)
+            seconds = time.perf_counter() - start
             if reference is None:
                 reference = crops
+                print(f"full frame: decode {seconds:.1f} s")
                 continue
             err = (crops - reference).abs()
-            print(f"margin {margin:3d} latent px ({margin * 8:3d} px): max |error| {err.max():.4f}, mean {err.mean():.5f} (pixels in [-1, 1])")
+            print(f"margin {margin:3d} latent px ({margin * 8:3d} px): max |error| {err.max():.4f}, mean {err.mean():.5f} (pixels in [-1, 1]); decode {seconds:.1f} s")
 
 
 def main() -> None:
@@ -129,6 +149,7 @@ def main() -> None:
     parser.add_argument("--decode-chunk-size", type=int, default=1, help="frames decoded together (1 keeps \"full\" within 24 GB on CPU)")
     parser.add_argument("--margin", type=int, default=4, help="face_crop margin in latent pixels")
     parser.add_argument("--no-checkpointing", action="store_true", help="keep decoder activations (more memory)")
+    parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="time the first (cold) iteration too")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--margin-sweep", action="store_true", help="print decode error in the box vs margin and exit")
@@ -153,7 +174,7 @@ def main() -> None:
     box = face_box(args.width, args.height)
     print(f"device {args.device}, {args.width}x{args.height}, {args.frames} frames, face box {box} (1/16 of the frame), "
           f"{args.iterations} Adam iteration(s), decode_chunk_size {args.decode_chunk_size}, margin {args.margin}, "
-          f"checkpointing {not args.no_checkpointing}; SVD VAE decoder + IResNet-100, random weights")
+          f"checkpointing {not args.no_checkpointing}, warm-up {args.warmup}; SVD VAE decoder + IResNet-100, random weights")
     memory = "peak CUDA allocated" if args.device.startswith("cuda") else "peak RSS - RSS before"
     for mode, r in results.items():
         print(f"  {mode:9s}: {r['seconds']:8.1f} s   {memory}: {r['peak_bytes'] / 2**30:7.2f} GiB   loss {r['loss']:.6f}")
