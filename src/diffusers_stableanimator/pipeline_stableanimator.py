@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -453,9 +452,12 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 noise_pred = self.predict_noise(latents, t, conditioning, self._guidance_scale, tiles)
-                # prepared(): decoder and recognizer frozen in float32 through the step's forward and backward passes
-                with face_objective.prepared() if face_objective is not None else nullcontext():
-                    latents = self.scheduler.step(noise_pred, t, latents, return_dict=False, face_objective=face_objective)[0]
+                if face_objective is not None and self.scheduler.is_face_optimization_step(self.scheduler.step_index):
+                    # prepared(): decoder and recognizer frozen in float32 through the step's forward and backward passes
+                    with face_objective.prepared():
+                        latents = self.scheduler.step(noise_pred, t, latents, return_dict=False, face_objective=face_objective)[0]
+                else:
+                    latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
                     available = {"latents": latents}
