@@ -78,7 +78,7 @@ def run_preset(args) -> dict:
         return tensors
 
     start = time.perf_counter()
-    latents = pipe(image, poses, face_embeds=face, num_inference_steps=args.steps, tile_size=args.tile_size,
+    latents = pipe(image, poses, face_embeds=face, num_inference_steps=args.steps, tile_size=args.tile_size, tile_overlap=args.tile_overlap,
                    output_type="latent", callback_on_step_end=on_step, **call_kwargs).frames
     decode_start = time.perf_counter()
     with torch.no_grad():
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tile-size", type=int, default=16)
+    parser.add_argument("--tile-overlap", type=int, default=4)
     parser.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--presets", nargs="+", default=["high", "balanced", "low"])

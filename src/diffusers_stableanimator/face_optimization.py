@@ -196,9 +196,10 @@ class FaceObjective:
     The callable `x̂0 -> loss` that `HJBEulerScheduler.step(..., face_objective=...)` minimises:
     mean over frames with a face of |1 - cos(ArcFace(face crop of decode(x̂0)), e_ref)|.
 
-    Call it inside `with objective.prepared():` (around the whole scheduler step, because the backward pass, and
-    the checkpointed decoder's recomputation, run after the objective returns). There the VAE decoder and the
-    recognizer are float32, frozen and in eval mode, and the decoder checkpoints its activations if asked.
+    Call it inside `with objective.prepared():` (the pipeline wraps each refined scheduler step). There the VAE
+    decoder and the recognizer are float32, frozen and in eval mode, and the decoder checkpoints its activations
+    if asked. The gradient is computed chunk by chunk as the loss is evaluated (`_ChunkwiseLoss`), so only one
+    chunk's activations are alive at a time, whatever the number of frames.
     """
 
     def __init__(
@@ -237,27 +238,33 @@ class FaceObjective:
     def __call__(self, x0: torch.Tensor) -> torch.Tensor:
         if not self._prepared:
             raise RuntimeError("Call the face objective inside `with objective.prepared():` (it freezes the models and runs them in float32).")
-        embeddings = self.face_recognizer(self.decode_faces(x0).to(self.reference_embedding.device))
+        return _ChunkwiseLoss.apply(x0, self)
+
+    def chunks(self) -> list[list[int]]:
+        """The frames with a face, in groups of `decode_chunk_size` decoded together."""
+        frames, size = self.face_frames, self.decode_chunk_size
+        return [frames[start : start + size] for start in range(0, len(frames), size)]
+
+    def chunk_loss(self, x0: torch.Tensor, frames: list[int]) -> torch.Tensor:
+        """This chunk's share of the loss: sum over its frames of |1 - cos(e_k, e_ref)|, divided by all face frames."""
+        embeddings = self.face_recognizer(self.decode_crops(x0, frames).to(self.reference_embedding.device))
         reference = self.reference_embedding.expand_as(embeddings)
-        return (1.0 - F.cosine_similarity(embeddings, reference, dim=1, eps=1e-8)).abs().mean()
+        return (1.0 - F.cosine_similarity(embeddings, reference, dim=1, eps=1e-8)).abs().sum() / len(self.face_frames)
 
     def decode_faces(self, x0: torch.Tensor) -> torch.Tensor:
         """x̂0 `(1, F, C, h, w)` -> the face crops of the frames with a face, `(K, 3, 112, 112)` RGB in [-1, 1]."""
+        return torch.cat([self.decode_crops(x0, frames) for frames in self.chunks()])
+
+    def decode_crops(self, x0: torch.Tensor, frames: list[int]) -> torch.Tensor:
+        """Decode one chunk of frames (together: the temporal decoder mixes neighbouring frames) and crop the faces."""
         if x0.ndim != 5 or x0.shape[0] != 1 or x0.shape[1] != len(self.face_boxes):
             raise ValueError(f"Expected x̂0 of shape (1, {len(self.face_boxes)}, C, h, w), got {tuple(x0.shape)}.")
-        latents = x0[0].float() / self.vae.config.scaling_factor
-        crops = []
-        for start in range(0, len(self.face_frames), self.decode_chunk_size):
-            # A chunk of face frames is decoded together: the temporal decoder mixes neighbouring frames.
-            frames = self.face_frames[start : start + self.decode_chunk_size]
-            boxes = [self.face_boxes[k] for k in frames]
-            wx1, wy1, wx2, wy2 = self.latent_window(boxes, latents.shape[-2:])
-            window = latents[frames][:, :, wy1:wy2, wx1:wx2]
-            pixels = self.vae.decode(window, num_frames=len(frames)).sample.float().clamp(-1.0, 1.0)
-            ox, oy = wx1 * self.latent_scale, wy1 * self.latent_scale  # window origin in output pixels
-            for j, (x1, y1, x2, y2) in enumerate(boxes):
-                crops.append(_resize_face(pixels[j : j + 1, :, y1 - oy : y2 - oy, x1 - ox : x2 - ox]))
-        return torch.cat(crops)
+        boxes = [self.face_boxes[k] for k in frames]
+        wx1, wy1, wx2, wy2 = self.latent_window(boxes, x0.shape[-2:])
+        window = x0[0, frames, :, wy1:wy2, wx1:wx2].float() / self.vae.config.scaling_factor
+        pixels = self.vae.decode(window, num_frames=len(frames)).sample.float().clamp(-1.0, 1.0)
+        ox, oy = wx1 * self.latent_scale, wy1 * self.latent_scale  # window origin in output pixels
+        return torch.cat([_resize_face(pixels[j : j + 1, :, y1 - oy : y2 - oy, x1 - ox : x2 - ox]) for j, (x1, y1, x2, y2) in enumerate(boxes)])
 
     def latent_window(self, boxes: Sequence[Box], latent_size: tuple[int, int]) -> Box:
         """Latent `(x1, y1, x2, y2)` to decode: everything (`"full"`), or the boxes' union plus the margin."""
@@ -270,6 +277,32 @@ class FaceObjective:
         x2 = math.ceil(max(b[2] for b in boxes) / s) + m
         y2 = math.ceil(max(b[3] for b in boxes) / s) + m
         return max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+
+
+class _ChunkwiseLoss(torch.autograd.Function):
+    """
+    The face loss with its gradient computed chunk by chunk during the forward pass: each chunk's graph (decoder
+    and recognizer activations) is freed before the next chunk is decoded, so memory does not grow with the
+    number of frames. The loss is a sum over chunks, so the summed chunk gradients are exactly its gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x0: torch.Tensor, objective: FaceObjective) -> torch.Tensor:
+        loss, grad = torch.zeros((), device=x0.device), torch.zeros_like(x0)
+        for frames in objective.chunks():
+            with torch.enable_grad():
+                x = x0.detach().requires_grad_(True)
+                chunk_loss = objective.chunk_loss(x, frames)
+                (chunk_grad,) = torch.autograd.grad(chunk_loss, x)
+            loss += chunk_loss.detach().to(loss.device)
+            grad += chunk_grad
+        ctx.save_for_backward(grad)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output, None
 
 
 def build_face_objective(
