@@ -135,3 +135,26 @@ def test_animate_from_a_driving_video_with_face_models(tmp_path, pose_models, fa
     assert "Output size 64x128" in printed and "Face optimisation off" not in printed
     count, shape, fps = _mp4_info(out)
     assert count == 3 and shape == (128, 64, 3) and fps == pytest.approx(6)  # 12 fps with stride 2
+
+
+def test_driving_video_without_a_person_or_unreadable_is_an_error(tmp_path, capsys):
+    from onnx_builders import make_pose_model, make_yolox, standing_person_locs
+    from PIL import Image
+
+    from diffusers_stableanimator.preprocessing import write_video
+
+    video = write_video(tmp_path / "driving.mp4", [np.full((240, 320, 3), 60, np.uint8)] * 3, fps=8)
+    Image.fromarray(np.full((384, 256, 3), 90, np.uint8)).save(tmp_path / "ref.png")
+    locs, _ = standing_person_locs()
+    det = make_yolox(tmp_path / "yolox_l.onnx", [])  # nobody: DWPose falls back to the whole frame
+    pose = make_pose_model(tmp_path / "dw-ll_ucoco_384.onnx", locs, np.zeros(133, np.float32))  # and sees no joint
+    args = ["animate", "--model", "tiny-random", "--image", str(tmp_path / "ref.png"), "--allow-no-face", "--no-align",
+            "--det-model", str(det), "--pose-model", str(pose), "--device", "cpu", *FAST]
+    assert main(args + ["--video", str(video), "--out", str(tmp_path / "a.mp4")]) == 2
+    assert "No person was detected" in capsys.readouterr().err
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    assert main(args + ["--video", str(broken), "--out", str(tmp_path / "b.mp4")]) == 2
+    assert "broken.mp4" in capsys.readouterr().err
+    assert not list(tmp_path.glob("?.mp4"))

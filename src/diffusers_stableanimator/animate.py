@@ -80,12 +80,15 @@ def resolve_size(args, reference_size: tuple[int, int]) -> tuple[int, int]:
 def extract_driving_poses(args, reference_path: str, width: int, height: int, out_dir: Path) -> None:
     """Run the `extract-poses` steps on the driving video into `out_dir`."""
     from .preprocessing.extract import extract_poses
+    from .preprocessing.keypoints import load_poses
 
     extract_poses(argparse.Namespace(
         video=args.video, reference=reference_path, out=str(out_dir), det_model=args.det_model,
         pose_model=args.pose_model, face_models=args.face_models, stride=args.stride, max_frames=args.max_frames,
         no_align=args.no_align, width=width, height=height, device=args.device, batch_size=8, overwrite=True,
     ))
+    if not any(pose.body_visible.any() for pose in load_poses(out_dir / "keypoints.npz")):
+        raise AnimateError(f"No person was detected in any frame of {args.video}; use a driving video that shows a person.")
 
 
 def read_pose_folder(folder: Path, width: int, height: int, stride: int, max_frames: int | None):

@@ -83,7 +83,11 @@ def iter_frames(source: str | os.PathLike, stride: int = 1, max_frames: int | No
             f"{', '.join(VIDEO_EXTENSIONS)} or a folder of images."
         )
     imageio = _require_imageio()
-    reader = imageio.get_reader(str(source), format="FFMPEG")
+    try:
+        reader = imageio.get_reader(str(source), format="FFMPEG")
+    except OSError as error:  # ffmpeg's log is long; its last line says what was wrong
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise ValueError(f"Cannot read the video {str(source)!r}: {reason} Is it a complete, valid video file?") from error
     try:
         for index, frame in enumerate(reader):
             if index % stride:
