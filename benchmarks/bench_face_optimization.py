@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=3, help="Adam iterations per refined step (reference: 3)")
     parser.add_argument("--decode-chunk-size", type=int, default=1, help="frames decoded together (1 keeps \"full\" within 24 GB on CPU)")
-    parser.add_argument("--margin", type=int, default=4, help="face_crop margin in latent pixels")
+    parser.add_argument("--margin", type=int, default=2, help="face_crop margin in latent pixels")
     parser.add_argument("--no-checkpointing", action="store_true", help="keep decoder activations (more memory)")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="time the first (cold) iteration too")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

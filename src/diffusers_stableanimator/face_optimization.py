@@ -47,14 +47,14 @@ class FaceOptimizationConfig:
     Args:
         mode (`"face_crop"` or `"full"`): `"face_crop"` decodes only a latent window around the face boxes (much
             cheaper); `"full"` decodes whole frames, exactly as the reference implementation.
-        margin (`int`, defaults to 4): Latent pixels (x8 output pixels) decoded around the face boxes in
+        margin (`int`, defaults to 2): Latent pixels (x8 output pixels) decoded around the face boxes in
             `"face_crop"` mode, so the decoder's convolutions see the face's surroundings.
         gradient_checkpointing (`bool`, defaults to `True`): Recompute the VAE decoder's activations in the
             backward pass instead of keeping them (less memory, about one extra decoder forward).
     """
 
     mode: Literal["face_crop", "full"] = "face_crop"
-    margin: int = 4
+    margin: int = 2
     gradient_checkpointing: bool = True
 
     def __post_init__(self):
