@@ -6,7 +6,8 @@
 Weights are random (speed and memory do not depend on them). `--arch full` builds the full-size SVD-xt
 architecture (UNet 1.5 B parameters, SVD VAE, CLIP ViT-H/14 vision tower, PoseNet, FaceEncoder). Each preset
 runs in a fresh subprocess, so one preset's allocations do not hide another's. Peak memory is
-`torch.cuda.max_memory_allocated` on CUDA and the process's peak RSS on CPU (which includes the weights).
+`torch.cuda.max_memory_allocated` on CUDA and the process's peak RSS on CPU (which includes the weights), for the
+whole run and separately for denoising (encoders included) and for the VAE decode.
 Note the (H, W) order: SVD-xt portrait output is 576 wide and 1024 high (`--width 576 --height 1024`).
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -63,8 +63,7 @@ def run_preset(args) -> dict:
     image = Image.fromarray(rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8))
     poses = [Image.fromarray(rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8)) for _ in range(args.frames)]
     face = torch.randn(pipe.face_encoder.config.id_embeddings_dim)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak(device)
 
     step_times = []
     last = [time.perf_counter()]
@@ -80,24 +79,48 @@ def run_preset(args) -> dict:
     start = time.perf_counter()
     latents = pipe(image, poses, face_embeds=face, num_inference_steps=args.steps, tile_size=args.tile_size, tile_overlap=args.tile_overlap,
                    output_type="latent", callback_on_step_end=on_step, **call_kwargs).frames
-    decode_start = time.perf_counter()
+    denoise_peak = peak_bytes(device)
     with torch.no_grad():
         pipe.vae.to(device)  # offload hooks move it on first use; keep the timing to the decode itself
+    reset_peak(device)
+    decode_start = time.perf_counter()
+    with torch.no_grad():
         pipe.decode_latents(latents, call_kwargs["decode_chunk_size"])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        peak = torch.cuda.max_memory_allocated(device)
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    decode_seconds = time.perf_counter() - decode_start
+    decode_peak = peak_bytes(device)
     return {
         "preset": args.preset,
         "seconds_per_step": sum(step_times[1:]) / max(1, len(step_times) - 1) if len(step_times) > 1 else step_times[0],
         "first_step_seconds": step_times[0],
-        "decode_seconds": time.perf_counter() - decode_start,
+        "decode_seconds": decode_seconds,
         "total_seconds": time.perf_counter() - start,
-        "peak_gib": peak / 2**30,
+        "peak_gib": max(denoise_peak, decode_peak) / 2**30,
+        "denoise_peak_gib": denoise_peak / 2**30,
+        "decode_peak_gib": decode_peak / 2**30,
         "peak_kind": "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS (weights included)",
     }
+
+
+def reset_peak(device) -> None:
+    """Start a new peak-memory measurement (CUDA allocator stats; on Linux CPU, the kernel's peak RSS)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+
+def peak_bytes(device) -> int:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device)
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def main() -> None:
@@ -119,12 +142,13 @@ def main() -> None:
         print(json.dumps(run_preset(args)))
         return
     print(f"{args.arch} architecture, {args.width}x{args.height} (W x H), {args.frames} frames, {args.steps} steps, device {args.device}")
-    print(f"{'preset':<10}{'s/step':>10}{'decode s':>10}{'peak GiB':>10}  memory measured as")
+    print(f"{'preset':<10}{'s/step':>10}{'decode s':>10}{'peak GiB':>10}{'denoise':>10}{'decode':>10}  memory measured as")
     for preset in args.presets:
         cmd = [sys.executable, __file__, *sys.argv[1:], "--preset", preset]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         r = json.loads(out)
-        print(f"{r['preset']:<10}{r['seconds_per_step']:>10.3f}{r['decode_seconds']:>10.3f}{r['peak_gib']:>10.2f}  {r['peak_kind']}")
+        print(f"{r['preset']:<10}{r['seconds_per_step']:>10.3f}{r['decode_seconds']:>10.3f}{r['peak_gib']:>10.2f}"
+              f"{r['denoise_peak_gib']:>10.2f}{r['decode_peak_gib']:>10.2f}  {r['peak_kind']}")
 
 
 def _cuda() -> bool:
