@@ -97,6 +97,7 @@ def main(argv=None):
     p.add_argument("--mode", choices=["full", "lora"], default="lora")
     p.add_argument("--lora-rank", type=int, default=64)
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--block-checkpointing", action="store_true", help="also checkpoint whole UNet blocks")
     p.add_argument("--sizes", nargs="+", default=["64x64x2", "64x64x4"], help="WxHxF sizes to run, smallest first")
     p.add_argument("--estimate", default=None, help="WxHxF to extrapolate to, e.g. 512x512x16")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -119,11 +120,13 @@ def main(argv=None):
         param.data = param.data.float()
     if args.gradient_checkpointing:
         c["unet"].enable_gradient_checkpointing()
+    if args.block_checkpointing:
+        c["unet"].enable_block_checkpointing()
     optimizer = torch.optim.AdamW(params, lr=1e-5)
 
     n_trained = sum(p.numel() for p in params)
     n_all = sum(p.numel() for k in ("unet", "vae", "image_encoder", "pose_net", "face_encoder") for p in c[k].parameters())
-    print(f"arch={args.arch} mode={args.mode}{f' rank={rank}' if rank else ''} checkpointing={args.gradient_checkpointing} "
+    print(f"arch={args.arch} mode={args.mode}{f' rank={rank}' if rank else ''} checkpointing={args.gradient_checkpointing} blocks={args.block_checkpointing} "
           f"device={device}: {n_all / 1e6:.0f} M parameters, {n_trained / 1e6:.1f} M trained (built in {time.perf_counter() - start:.0f}s)")
 
     id_dim = c["face_encoder"].config.id_embeddings_dim

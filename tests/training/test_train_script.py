@@ -65,7 +65,7 @@ def test_resume_latest_continues_from_the_saved_step(full_run, train_script, tin
 
 def test_lora_training_saves_an_adapter_that_the_pipeline_loads(train_script, tiny_pipeline_dir, video_dataset, tmp_path):
     result = train_script.main(common_args(tiny_pipeline_dir, video_dataset, tmp_path, 4) + [
-        "--lora-rank", "4", "--train-id-adapter", "--train-pose-net", "--gradient-checkpointing",
+        "--lora-rank", "4", "--train-id-adapter", "--train-pose-net", "--gradient-checkpointing", "--block-checkpointing",
         "--overfit-one-batch", "--checkpointing-steps", "100", "--validation-steps", "0", "--learning-rate", "3e-3",
     ])
     assert np.isfinite(result["losses"]).all() and result["losses"][-1] < result["losses"][0]
