@@ -21,30 +21,12 @@ import time
 
 
 def build_pipeline(arch: str):
-    import torch
-    from diffusers import AutoencoderKLTemporalDecoder
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from diffusers_stableanimator import FaceEncoder, HJBEulerScheduler, PoseNet, StableAnimatorPipeline, StableAnimatorUNetModel
-    from diffusers_stableanimator.testing import tiny_random_pipeline
+    from diffusers_stableanimator import StableAnimatorPipeline
+    from diffusers_stableanimator.testing import full_size_random_components, tiny_random_pipeline
 
     if arch == "tiny":
         return tiny_random_pipeline()
-    torch.manual_seed(0)
-    clip = CLIPVisionConfig(hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
-                            image_size=224, patch_size=14, projection_dim=1024, hidden_act="gelu")
-    scheduler = HJBEulerScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
-                                  sigma_max=700.0, sigma_min=0.002, steps_offset=1, timestep_spacing="leading",
-                                  timestep_type="continuous", use_karras_sigmas=True)
-    return StableAnimatorPipeline(
-        vae=AutoencoderKLTemporalDecoder(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4, layers_per_block=2),
-        image_encoder=CLIPVisionModelWithProjection(clip),
-        feature_extractor=CLIPImageProcessor(crop_size={"height": 224, "width": 224}),
-        unet=StableAnimatorUNetModel(),
-        pose_net=PoseNet(),
-        face_encoder=FaceEncoder(),
-        scheduler=scheduler,
-    )
+    return StableAnimatorPipeline(**full_size_random_components())
 
 
 def run_preset(args) -> dict:

@@ -30,36 +30,6 @@ import torch
 GiB = 1024**3
 
 
-def full_components(device):
-    from diffusers import AutoencoderKLTemporalDecoder
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from diffusers_stableanimator import FaceEncoder, PoseNet, StableAnimatorUNetModel
-
-    with torch.device("meta"):
-        unet = StableAnimatorUNetModel()
-        vae = AutoencoderKLTemporalDecoder(
-            down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2
-        )
-        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
-            patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu",
-        ))
-        pose_net, face_encoder = PoseNet(), FaceEncoder()
-    modules = {"unet": unet, "vae": vae, "image_encoder": image_encoder, "pose_net": pose_net, "face_encoder": face_encoder}
-    for name, module in modules.items():  # random weights, cheaply: small normals, unit norms
-        module.to_empty(device=device)
-        with torch.no_grad():
-            for pname, p in module.named_parameters():
-                p.normal_(0.0, 0.02) if p.ndim > 1 else (p.fill_(1.0) if "norm" in pname and pname.endswith("weight") else p.zero_())
-        if name == "unet":
-            module.set_stableanimator_attn_processors()
-    embeddings = image_encoder.vision_model.embeddings  # a non-persistent buffer that to_empty left uninitialised
-    embeddings.position_ids.copy_(torch.arange(embeddings.position_ids.shape[-1], device=device).expand(1, -1))
-    modules["feature_extractor"] = CLIPImageProcessor(crop_size={"height": 224, "width": 224}, size={"shortest_edge": 224})
-    return modules
-
-
 def tiny_components(device):
     from diffusers_stableanimator.testing import tiny_random_components
 
@@ -103,11 +73,12 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
 
+    from diffusers_stableanimator.testing import full_size_random_components
     from diffusers_stableanimator.training import configure_trainable, training_loss
 
     device = torch.device(args.device)
     start = time.perf_counter()
-    c = full_components(device) if args.arch == "full" else tiny_components(device)
+    c = full_size_random_components(device) if args.arch == "full" else tiny_components(device)
     frozen_dtype = torch.float16 if device.type == "cuda" else torch.float32
     c["vae"].requires_grad_(False).to(dtype=frozen_dtype)
     c["image_encoder"].requires_grad_(False).to(dtype=frozen_dtype)

@@ -148,7 +148,8 @@ def write_outputs(args, frames, fps: float) -> list[Path]:
         written.append(write_video(out.with_suffix(".gif"), frames, fps=fps))
     if args.frames_dir:
         target = Path(args.frames_dir)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent if target.parent.exists() else None))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             write_frames(staging, frames)
             if target.exists():

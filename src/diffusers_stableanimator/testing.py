@@ -16,6 +16,17 @@ TINY_SIZE = 64  # frames are TINY_SIZE x TINY_SIZE
 TINY_ID_DIM = 512  # the real ArcFace width, so real face embeddings fit the tiny model too
 
 
+def svd_xt_scheduler():
+    """HJBEulerScheduler with SVD-xt's scheduler config."""
+    from .schedulers import HJBEulerScheduler
+
+    return HJBEulerScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
+        num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
+        steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
+    )
+
+
 def tiny_random_components(seed: int = 0, with_face_recognizer: bool = True) -> dict:
     """Components of a tiny random StableAnimatorPipeline (dimensions chained from one another)."""
     import torch
@@ -23,7 +34,6 @@ def tiny_random_components(seed: int = 0, with_face_recognizer: bool = True) -> 
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from .models import ArcFaceIResNet, FaceEncoder, PoseNet, StableAnimatorUNetModel
-    from .schedulers import HJBEulerScheduler
 
     width = 32  # cross-attention / CLIP width
     torch.manual_seed(seed)
@@ -70,11 +80,7 @@ def tiny_random_components(seed: int = 0, with_face_recognizer: bool = True) -> 
     )
     with torch.no_grad():  # same reason: the zero-initialised output projection would make face tokens constant
         face_encoder.fusion_model.proj_out.weight.normal_(0.0, 0.2)
-    scheduler = HJBEulerScheduler(  # SVD-xt's scheduler config
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", interpolation_type="linear",
-        num_train_timesteps=1000, prediction_type="v_prediction", sigma_max=700.0, sigma_min=0.002,
-        steps_offset=1, timestep_spacing="leading", timestep_type="continuous", use_karras_sigmas=True,
-    )
+    scheduler = svd_xt_scheduler()
     face_recognizer = None
     if with_face_recognizer:
         torch.manual_seed(seed + 5)
@@ -89,6 +95,41 @@ def tiny_random_components(seed: int = 0, with_face_recognizer: bool = True) -> 
         "scheduler": scheduler,
         "face_recognizer": face_recognizer,
     }
+
+
+def full_size_random_components(device="cpu") -> dict:
+    """Components of the full-size architecture (SVD-xt UNet + ID-Adapter, SVD VAE, CLIP ViT-H/14, PoseNet,
+    FaceEncoder, scheduler) with random weights, built on the meta device and materialised on `device` (for
+    benchmarks: speed and memory do not depend on the weights)."""
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from .models import FaceEncoder, PoseNet, StableAnimatorUNetModel
+
+    with torch.device("meta"):
+        unet = StableAnimatorUNetModel()
+        vae = AutoencoderKLTemporalDecoder(
+            down_block_types=("DownEncoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2
+        )
+        image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
+            patch_size=14, image_size=224, projection_dim=1024, hidden_act="gelu",
+        ))
+        pose_net, face_encoder = PoseNet(), FaceEncoder()
+    modules = {"unet": unet, "vae": vae, "image_encoder": image_encoder, "pose_net": pose_net, "face_encoder": face_encoder}
+    for name, module in modules.items():  # random weights, cheaply: small normals, unit norms
+        module.to_empty(device=device)
+        with torch.no_grad():
+            for pname, p in module.named_parameters():
+                p.normal_(0.0, 0.02) if p.ndim > 1 else (p.fill_(1.0) if "norm" in pname and pname.endswith("weight") else p.zero_())
+        if name == "unet":
+            module.set_stableanimator_attn_processors()
+    embeddings = image_encoder.vision_model.embeddings  # a non-persistent buffer that to_empty left uninitialised
+    embeddings.position_ids.copy_(torch.arange(embeddings.position_ids.shape[-1], device=device).expand(1, -1))
+    modules["feature_extractor"] = CLIPImageProcessor(crop_size={"height": 224, "width": 224}, size={"shortest_edge": 224})
+    modules["scheduler"] = svd_xt_scheduler()
+    return modules
 
 
 def tiny_random_pipeline(seed: int = 0, with_face_recognizer: bool = True):
