@@ -14,7 +14,6 @@ warm-up) minus the RSS before the step, CUDA peak memory is `torch.cuda.max_memo
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ import tempfile
 import time
 
 import torch
+from memory_stats import current_bytes, peak_bytes, reset_peak
 
 # SVD's `vae/config.json` (the diffusers default config of AutoencoderKLTemporalDecoder is a toy one).
 SVD_VAE_CONFIG = dict(
@@ -63,23 +63,6 @@ def build(args):
     return vae, objective, scheduler, x0
 
 
-def reset_cpu_peak() -> None:
-    """Return freed heap to the OS and reset the kernel's peak-RSS counter (VmHWM) of this process."""
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def peak_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def run_mode(args) -> None:
     """Child process: one refined step in one mode; writes figures (and the first gradient) to `args.out`."""
     vae, objective, scheduler, x0 = build(args)
@@ -92,24 +75,17 @@ def run_mode(args) -> None:
             x.register_hook(lambda grad: first.setdefault("grad", grad.detach().cpu().clone()))
         return loss
 
-    cuda = args.device.startswith("cuda")
+    device = torch.device(args.device)
     if args.warmup:  # one untimed forward + backward: CPU kernels are set up per input shape on first use
         with objective.prepared():
             objective(x0.clone().requires_grad_(True)).backward()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        reset_cpu_peak()
-        base = rss_bytes()
+    reset_peak(device)
+    base = current_bytes(device)
     start = time.perf_counter()
     with objective.prepared():
         scheduler.refine_x0(x0, 0, recorded)
-    if cuda:
-        torch.cuda.synchronize()
+    peak = peak_bytes(device) - base  # synchronises a GPU before the time is read
     seconds = time.perf_counter() - start
-    peak = (torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes()) - base
     torch.save({"seconds": seconds, "peak_bytes": peak, "loss": first["loss"], "grad": first["grad"]}, args.out)
 
 

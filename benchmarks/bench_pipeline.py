@@ -34,10 +34,11 @@ def run_preset(args) -> dict:
     import torch
     from PIL import Image
 
-    from diffusers_stableanimator.memory_presets import apply_memory_preset, default_dtype
+    from diffusers_stableanimator.memory_presets import apply_memory_preset, resolve_dtype
+    from memory_stats import peak_bytes, reset_peak
 
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype) or default_dtype(device)
+    dtype = resolve_dtype(args.dtype, device)
     pipe = build_pipeline(args.arch).to(dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     call_kwargs = apply_memory_preset(pipe, args.preset, device)
@@ -81,28 +82,6 @@ def run_preset(args) -> dict:
         "decode_peak_gib": decode_peak / 2**30,
         "peak_kind": "CUDA max_memory_allocated" if device.type == "cuda" else "peak RSS (weights included)",
     }
-
-
-def reset_peak(device) -> None:
-    """Start a new peak-memory measurement (CUDA allocator stats; on Linux CPU, the kernel's peak RSS)."""
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    else:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-
-
-def peak_bytes(device) -> int:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device)
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def main() -> None:

@@ -8,14 +8,13 @@ this (and the pose extraction) in one go; this script shows the Python API step 
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from diffusers.utils import export_to_video, load_image
 
 from diffusers_stableanimator import StableAnimatorPipeline
-from diffusers_stableanimator.preprocessing.face_analysis import FaceAnalyzer
+from diffusers_stableanimator.preprocessing import FaceAnalyzer, read_face_boxes
 from diffusers_stableanimator.preprocessing.video_io import list_frame_files
 
 parser = argparse.ArgumentParser()
@@ -40,12 +39,11 @@ analyzer = FaceAnalyzer(args.face_models, device=device)
 face_embeds = analyzer.get_embedding(image.resize((width, height)))
 
 face_optimization = {}
-boxes_file = Path(args.poses) / "face_boxes.json"
+boxes_file = Path(args.poses) / "face_boxes.json"  # written by `stableanimator extract-poses`
 if pipe.face_recognizer is not None and boxes_file.is_file():
-    summary = json.loads(boxes_file.read_text())  # inclusive boxes at the pose size; the pipeline takes exclusive ones
     face_optimization = dict(
         face_optimization={"mode": "face_crop"},
-        face_boxes=[None if b is None else (b[0], b[1], b[2] + 1, b[3] + 1) for b in summary["boxes"]],
+        face_boxes=read_face_boxes(boxes_file, width, height),
         reference_face_box=tuple(float(v) for v in analyzer.analyze(image).bbox),
     )
 

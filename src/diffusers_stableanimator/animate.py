@@ -95,17 +95,13 @@ def read_pose_folder(folder: Path, width: int, height: int, stride: int, max_fra
     """Pose frames of a folder, and its face boxes if `extract-poses` wrote them (else None)."""
     from PIL import Image
 
+    from .preprocessing.face_boxes import read_face_boxes
     from .preprocessing.video_io import read_frames
 
     frames = [Image.fromarray(frame) for frame in read_frames(folder, stride=stride, max_frames=max_frames)]
     boxes = None
-    boxes_file = folder / "face_boxes.json"
-    if boxes_file.is_file():
-        summary = json.loads(boxes_file.read_text())
-        boxes = summary["boxes"][::stride][: len(frames)]
-        sx, sy = width / summary["width"], height / summary["height"]
-        # face_boxes.json boxes are inclusive pixel boxes at the pose size; the pipeline takes exclusive ones.
-        boxes = [None if b is None else (b[0] * sx, b[1] * sy, (b[2] + 1) * sx, (b[3] + 1) * sy) for b in boxes]
+    if (folder / "face_boxes.json").is_file():
+        boxes = read_face_boxes(folder / "face_boxes.json", width, height)[::stride][: len(frames)]
     return frames, boxes
 
 
@@ -200,14 +196,14 @@ def animate(args: argparse.Namespace) -> list[Path]:
     import torch
     from PIL import Image
 
-    from .memory_presets import NEXT_LOWER, apply_memory_preset, default_dtype
+    from .memory_presets import NEXT_LOWER, apply_memory_preset, resolve_dtype
 
     prepare_outputs(args)
     if not Path(args.image).is_file():
         raise AnimateError(f"Reference image {args.image} does not exist.")
     image = Image.open(args.image).convert("RGB")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(args.dtype) or default_dtype(device)
+    dtype = resolve_dtype(args.dtype, device)
     width, height = resolve_size(args, image.size)
 
     with tempfile.TemporaryDirectory() as scratch:

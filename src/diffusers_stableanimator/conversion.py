@@ -530,7 +530,7 @@ def render_model_card(provenance: dict, repo_id: str | None = None) -> str:
     svd = provenance["svd"]
     svd_text = f"`{svd['repo_id']}` at revision `{svd['revision']}`" if svd.get("source") == "hub" else f"a local folder ({svd.get('name', 'unnamed')})"
     variant = provenance.get("variant")
-    dtype_text = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[provenance["dtype"]]
+    dtype_text = DTYPES[provenance["dtype"]]
     load_args = f', variant="{variant}", dtype=torch.{DTYPES[variant]}' if variant else f", dtype=torch.{DTYPES[provenance['dtype']]}"
     recognizer = (
         "This repository includes `face_recognizer`, the ArcFace IResNet-100 (`glintr100_torch.pth`) used by face "

@@ -39,6 +39,11 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`"fp32"`, `"fp16"`, `"bf16"`, or `"auto"` (the device's `default_dtype`)."""
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(name) or default_dtype(device)
+
+
 def apply_memory_preset(pipe, preset: str | MemoryPreset, device: str | torch.device) -> dict:
     """Place `pipe` on `device` as the preset says; returns the pipeline call arguments it sets."""
     preset = PRESETS[preset] if isinstance(preset, str) else preset

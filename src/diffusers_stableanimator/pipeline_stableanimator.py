@@ -82,6 +82,16 @@ def _to_pil_rgb(image: Any, what: str) -> PIL.Image.Image:
     return image.convert("RGB")
 
 
+def clip_pixel_values(images: torch.Tensor, feature_extractor: CLIPImageProcessor) -> torch.Tensor:
+    """Images `(B, 3, H, W)` in [-1, 1] -> CLIP encoder input, as SVD prepares it: an antialiased resize to the
+    feature extractor's crop size (done in [-1, 1], like SVD's own pipeline), then CLIP's mean/std normalisation."""
+    crop = feature_extractor.crop_size
+    pixels = (_resize_with_antialiasing(images.float(), (crop["height"], crop["width"])) + 1.0) / 2.0
+    mean = torch.tensor(feature_extractor.image_mean, device=pixels.device).view(1, -1, 1, 1)
+    std = torch.tensor(feature_extractor.image_std, device=pixels.device).view(1, -1, 1, 1)
+    return (pixels - mean) / std
+
+
 def _pose_list(poses: Any) -> list:
     """Split a batch of pose frames (array `(F, H, W, C)`, tensor `(F, C, H, W)`) or a list into frames."""
     if isinstance(poses, (np.ndarray, torch.Tensor)):
@@ -206,13 +216,8 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
     def encode_image(self, image: PIL.Image.Image, device) -> torch.Tensor:
         """Reference image -> CLIP `image_embeds`, `(1, 1, dim)`, preprocessed as in SVD."""
         dtype = next(self.image_encoder.parameters()).dtype
-        pixels = self.video_processor.numpy_to_pt(self.video_processor.pil_to_numpy(image))
-        crop = self.feature_extractor.crop_size
-        # Resize in [-1, 1] with antialiasing, like SVD's own pipeline, then CLIP-normalise.
-        pixels = (_resize_with_antialiasing(pixels * 2.0 - 1.0, (crop["height"], crop["width"])) + 1.0) / 2.0
-        pixels = self.feature_extractor(
-            images=pixels, do_normalize=True, do_center_crop=False, do_resize=False, do_rescale=False, return_tensors="pt"
-        ).pixel_values
+        pixels = self.video_processor.numpy_to_pt(self.video_processor.pil_to_numpy(image)) * 2.0 - 1.0
+        pixels = clip_pixel_values(pixels, self.feature_extractor)
         return self.image_encoder(pixels.to(device=device, dtype=dtype)).image_embeds.unsqueeze(1)
 
     @staticmethod

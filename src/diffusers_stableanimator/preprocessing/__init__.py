@@ -18,6 +18,7 @@ from .face_boxes import (
     face_box_from_pose,
     face_boxes_from_masks,
     face_boxes_from_poses,
+    read_face_boxes,
 )
 from .keypoints import PoseFrame, load_poses, save_poses
 from .video_io import iter_frames, list_frame_files, read_frames, video_fps, write_frames, write_video
@@ -28,6 +29,6 @@ __all__ = [
     "REFERENCE_KEYPOINT_IDS", "align_poses", "box_to_mask", "coco_wholebody_to_openpose", "draw_pose",
     "draw_poses", "face_box_from_mask", "face_box_from_pose", "face_boxes_from_masks",
     "face_boxes_from_poses", "fit_alignment", "iter_frames", "list_frame_files", "load_poses",
-    "multiclass_nms", "onnx_providers", "read_frames", "save_poses", "simcc_decode", "video_fps",
+    "multiclass_nms", "onnx_providers", "read_face_boxes", "read_frames", "save_poses", "simcc_decode", "video_fps",
     "write_frames", "write_video", "yolox_decode",
 ]

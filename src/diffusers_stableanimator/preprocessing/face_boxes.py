@@ -174,3 +174,16 @@ def box_to_mask(box: Box | None, width: int, height: int) -> np.ndarray:
 
 def margin_to_dict(margin: FaceBoxMargin) -> dict:
     return asdict(margin)
+
+
+def read_face_boxes(path: str | os.PathLike, width: int | None = None, height: int | None = None) -> list[tuple[float, float, float, float] | None]:
+    """The boxes of an `extract-poses` `face_boxes.json` as the pipeline's `face_boxes` take them: `(x1, y1, x2, y2)`
+    with x2/y2 *exclusive* (the file's are inclusive), scaled to `width` x `height` (default: the file's size)."""
+    import json
+
+    with open(path) as f:
+        summary = json.load(f)
+    sx = (width or summary["width"]) / summary["width"]
+    sy = (height or summary["height"]) / summary["height"]
+    return [None if b is None else (b[0] * sx, b[1] * sy, (b[2] + 1) * sx, (b[3] + 1) * sy) for b in summary["boxes"]]
+

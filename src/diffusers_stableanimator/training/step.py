@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..pipeline_stableanimator import clip_pixel_values
 from .objective import conditioning_dropout, denoised_from_v, face_weighted_loss, input_scale, noise_conditioning, sample_sigmas
 
 LORA_TARGET_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -44,11 +44,7 @@ def configure_trainable(unet, pose_net, face_encoder, lora_rank: int = 0, train_
 
 def encode_clip(image_encoder, feature_extractor, reference_image: torch.Tensor) -> torch.Tensor:
     """Reference images `(B, 3, H, W)` in [-1, 1] -> CLIP `image_embeds` `(B, 1, dim)`, preprocessed as the pipeline."""
-    crop = feature_extractor.crop_size
-    pixels = (_resize_with_antialiasing(reference_image.float(), (crop["height"], crop["width"])) + 1.0) / 2.0
-    mean = torch.tensor(feature_extractor.image_mean, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(feature_extractor.image_std, device=pixels.device).view(1, 3, 1, 1)
-    pixels = (pixels - mean) / std
+    pixels = clip_pixel_values(reference_image, feature_extractor)
     dtype = next(image_encoder.parameters()).dtype
     return image_encoder(pixels.to(dtype)).image_embeds.unsqueeze(1)
 
