@@ -166,7 +166,14 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         if problems:
             raise ValueError("The pipeline's components do not fit together: " + "; ".join(problems) + ".")
 
-    def check_inputs(self, poses, face_embeds, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale):
+    def check_face_embeds(self, face_embeds: torch.Tensor) -> None:
+        expected_dim = self.face_encoder.config.id_embeddings_dim
+        if face_embeds.shape not in ((expected_dim,), (1, expected_dim)):
+            raise ValueError(f"`face_embeds` must have shape ({expected_dim},) or (1, {expected_dim}), got {tuple(face_embeds.shape)}.")
+        if not torch.isfinite(face_embeds).all():
+            raise ValueError("`face_embeds` contains NaN or infinite values; recompute the face embedding.")
+
+    def check_inputs(self, poses, face_embeds, face_analyzer, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale):
         self.check_components()
         if len(poses) == 0:
             raise ValueError("`poses` is empty: give at least one pose frame (one per output frame).")
@@ -176,17 +183,14 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
                 f"height and width must be multiples of {multiple} (the VAE and UNet need it), got {height}x{width}. "
                 "Pass `height=` and `width=` (the released weights are trained at 512x512 and 576x1024 (W x H))."
             )
-        if face_embeds is None:
+        if face_embeds is not None:
+            self.check_face_embeds(face_embeds)
+        elif face_analyzer is None:
             raise ValueError(
                 "Give `face_embeds` (the raw ArcFace (insightface antelopev2 glintr100) embedding of the reference "
                 f"face, shape ({self.face_encoder.config.id_embeddings_dim},)) or `face_analyzer=` (a FaceAnalyzer or "
                 "an antelopev2 model folder) to compute it."
             )
-        expected_dim = self.face_encoder.config.id_embeddings_dim
-        if face_embeds.shape not in ((expected_dim,), (1, expected_dim)):
-            raise ValueError(f"`face_embeds` must have shape ({expected_dim},) or (1, {expected_dim}), got {tuple(face_embeds.shape)}.")
-        if not torch.isfinite(face_embeds).all():
-            raise ValueError("`face_embeds` contains NaN or infinite values; recompute the face embedding.")
         if tile_size < 2 or not 1 <= tile_overlap < tile_size:
             # Each tile's first slot is frame 0, so consecutive tiles must share a frame or one would be skipped.
             raise ValueError(
@@ -400,8 +404,6 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         poses = [_to_pil_rgb(pose, f"poses[{i}]") for i, pose in enumerate(_pose_list(poses))]
         width = width or (poses[0].size[0] if poses else 0)
         height = height or (poses[0].size[1] if poses else 0)
-        if face_embeds is None and face_analyzer is not None and width and height:
-            face_embeds = self.embed_face(image, face_analyzer, width, height, allow_no_face)
         if face_embeds is not None:
             face_embeds = torch.as_tensor(np.asarray(face_embeds) if not isinstance(face_embeds, torch.Tensor) else face_embeds).float()
 
@@ -409,11 +411,14 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         for name in callback_on_step_end_tensor_inputs:
             if name not in self._callback_tensor_inputs:
                 raise ValueError(f"`callback_on_step_end_tensor_inputs` may contain {self._callback_tensor_inputs}, got {name!r}.")
-        self.check_inputs(poses, face_embeds, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale)
+        self.check_inputs(poses, face_embeds, face_analyzer, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale)
         face_inputs = check_face_optimization_inputs(
             face_optimization, face_boxes, reference_face_box, num_frames=len(poses), height=height, width=width,
             reference_size=image.size, face_recognizer=self.face_recognizer,
         )
+        if face_embeds is None:  # the inputs are valid: now the (ONNX) face analysis is worth running
+            face_embeds = torch.from_numpy(self.embed_face(image, face_analyzer, width, height, allow_no_face)).float()
+            self.check_face_embeds(face_embeds)
         num_frames = len(poses)
         device = self._execution_device
         self._do_classifier_free_guidance = max_guidance_scale > 1.0
