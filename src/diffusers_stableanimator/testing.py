@@ -124,7 +124,8 @@ def full_size_random_components(device="cpu") -> dict:
             for pname, p in module.named_parameters():
                 p.normal_(0.0, 0.02) if p.ndim > 1 else (p.fill_(1.0) if "norm" in pname and pname.endswith("weight") else p.zero_())
         if name == "unet":
-            module.set_stableanimator_attn_processors()
+            with torch.device(device):  # ID-Adapter weights start as copies of to_k/to_v, made where these live
+                module.set_stableanimator_attn_processors()
     embeddings = image_encoder.vision_model.embeddings  # a non-persistent buffer that to_empty left uninitialised
     embeddings.position_ids.copy_(torch.arange(embeddings.position_ids.shape[-1], device=device).expand(1, -1))
     modules["feature_extractor"] = CLIPImageProcessor(crop_size={"height": 224, "width": 224}, size={"shortest_edge": 224})

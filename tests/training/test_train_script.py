@@ -65,7 +65,7 @@ def test_resume_latest_continues_from_the_saved_step(full_run, train_script, tin
 
 def test_lora_training_saves_an_adapter_that_the_pipeline_loads(train_script, tiny_pipeline_dir, video_dataset, tmp_path):
     result = train_script.main(common_args(tiny_pipeline_dir, video_dataset, tmp_path, 4) + [
-        "--lora-rank", "4", "--train-id-adapter", "--train-pose-net", "--gradient-checkpointing", "--block-checkpointing",
+        "--lora-rank", "4", "--train-id-adapter", "--train-pose-net", "--gradient-checkpointing",
         "--overfit-one-batch", "--checkpointing-steps", "100", "--validation-steps", "0", "--learning-rate", "3e-3",
     ])
     assert np.isfinite(result["losses"]).all() and result["losses"][-1] < result["losses"][0]
@@ -88,3 +88,13 @@ def test_lora_training_saves_an_adapter_that_the_pipeline_loads(train_script, ti
 
     assert sorted(pipe.load_finetuned_modules(tmp_path)) == ["id_adapter", "pose_net"]
     assert not np.allclose(run_pipe(pipe), with_lora)
+
+
+def test_gradient_checkpointing_flag_defaults_to_whole_blocks(train_script):
+    base = ["--pretrained-model", "p", "--train-data", "d", "--output-dir", "o"]
+    assert train_script.parse_args(base).gradient_checkpointing is None
+    # A bare flag must mean whole-block checkpointing: diffusers' layer checkpointing leaves the temporal layers out.
+    assert train_script.parse_args(base + ["--gradient-checkpointing", "--overfit-one-batch"]).gradient_checkpointing == "blocks"
+    assert train_script.parse_args(base + ["--gradient-checkpointing", "layers"]).gradient_checkpointing == "layers"
+    with pytest.raises(SystemExit):
+        train_script.parse_args(base + ["--gradient-checkpointing", "everything"])
