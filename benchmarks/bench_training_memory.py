@@ -83,7 +83,8 @@ def main(argv=None):
     if rank:  # as the training script: LoRA keeps the frozen base in fp16 on a GPU, what trains in fp32
         for key in ("unet", "pose_net", "face_encoder"):
             c[key].to(dtype=frozen_dtype)
-    params = configure_trainable(c["unet"], c["pose_net"], c["face_encoder"], lora_rank=rank)
+    # LoRA: also the ID-Adapter, PoseNet and FaceEncoder, the most the training script's LoRA options train
+    params = configure_trainable(c["unet"], c["pose_net"], c["face_encoder"], lora_rank=rank, train_id_adapter=True)
     for param in params:
         param.data = param.data.float()
     if args.gradient_checkpointing:
