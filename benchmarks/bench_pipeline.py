@@ -1,6 +1,7 @@
 """Seconds per denoising step, seconds for the VAE decode, and peak memory, for each memory preset.
 
-    python benchmarks/bench_pipeline.py --arch full --width 1024 --height 576 --frames 16 --device cuda
+    python benchmarks/bench_pipeline.py --arch full --width 576 --height 1024 --frames 16 --device cuda
+    python benchmarks/bench_pipeline.py --arch full --width 576 --height 1024 --frames 16 --device simulate
     python benchmarks/bench_pipeline.py --arch tiny                          # CPU, seconds
 
 Weights are random (speed and memory do not depend on them). `--arch full` builds the full-size SVD-xt
@@ -9,6 +10,12 @@ runs in a fresh subprocess, so one preset's allocations do not hide another's. P
 `torch.cuda.max_memory_allocated` on CUDA and the process's peak RSS on CPU (which includes the weights), for the
 whole run and separately for denoising (encoders included) and for the VAE decode.
 Note the (H, W) order: SVD-xt portrait output is 576 wide and 1024 high (`--width 576 --height 1024`).
+
+`--device simulate` (full architecture, fp16) needs no GPU: each stage of a call (CLIP, VAE encoding of the
+reference, PoseNet, one denoising step over every tile, the chunked VAE decode) runs through the pipeline's own
+code on fake tensors (see `simulated_memory.py`), and the peak of what CUDA would allocate is reported per preset:
+all weights plus the largest stage for `high`; for the offloading presets, the largest stage plus the weights of
+the one model on the GPU during it. No timings.
 """
 
 from __future__ import annotations
@@ -84,6 +91,76 @@ def run_preset(args) -> dict:
     }
 
 
+def simulate(args) -> None:
+    import copy
+
+    import torch
+    from simulated_memory import LiveTensorBytes, to_fake
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from diffusers_stableanimator import StableAnimatorPipeline
+    from diffusers_stableanimator.memory_presets import PRESETS
+    from diffusers_stableanimator.testing import full_size_random_components
+    from diffusers_stableanimator.tiling import temporal_tiles
+
+    dtype = torch.float16
+    c = full_size_random_components("meta")
+    vae_encoder = copy.deepcopy(c["vae"])  # the pipeline encodes the reference with the VAE upcast to fp32 (force_upcast)
+    fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+    models = {"image_encoder": c["image_encoder"], "vae_encode": vae_encoder, "vae": c["vae"], "pose_net": c["pose_net"],
+              "face_encoder": c["face_encoder"], "unet": c["unet"]}
+    for name, model in models.items():
+        to_fake(model.to(torch.float32 if name == "vae_encode" else dtype), fake_mode)
+    weights = {name: sum(t.numel() * t.element_size() for t in [*m.parameters(), *m.buffers()]) for name, m in models.items()}
+    pipe = StableAnimatorPipeline(**c)
+    pipe.scheduler.set_timesteps(args.steps)
+    t = pipe.scheduler.timesteps[0]
+    pipe.scheduler._step_index = 0  # the scheduler's own timestep lookup reads values, which fake tensors do not have
+    frames, h, w = args.frames, args.height // 8, args.width // 8
+    tiles = temporal_tiles(frames, args.tile_size, args.tile_overlap)
+
+    print(f"full architecture, {args.width}x{args.height} (W x H), {frames} frames, fp16, simulated (no GPU)")
+    print(f"weights: {', '.join(f'{m} {b / 2**30:.2f} GiB' for m, b in weights.items())}")
+    print(f"{'preset':<10}{'peak GiB':>10}{'denoise':>10}{'decode':>10}{'encoders':>10}  peak stage's model on the GPU (offloading) "
+          "| stage columns: tensors without weights")
+    for name in args.presets:
+        preset = PRESETS[name]
+        for module in pipe.unet.modules():  # as apply_memory_preset, and off again for the other presets
+            if hasattr(module, "set_chunk_feed_forward"):
+                module.set_chunk_feed_forward(chunk_size=1 if preset.forward_chunking else None, dim=1)
+        tracker, stages = LiveTensorBytes(), {}
+
+        def stage(model_name, run):
+            tracker.reset_peak()
+            out = run()
+            stages[model_name] = max(stages.get(model_name, 0), tracker.peak)
+            return out
+
+        with fake_mode, tracker, torch.no_grad():
+            # the tensors the pipeline keeps through a call are created inside the stages and stay alive
+            clip = stage("image_encoder", lambda: pipe.image_encoder(torch.randn(1, 3, 224, 224, dtype=dtype)).image_embeds.unsqueeze(1))
+            face = stage("face_encoder", lambda: pipe.encode_face(torch.randn(512), clip))
+            reference = stage("vae_encode", lambda: vae_encoder.encode(torch.randn(1, 3, args.height, args.width)).latent_dist.mode().to(dtype))
+            poses = stage("pose_net", lambda: pipe.pose_net(torch.randn(frames, 3, args.height, args.width, dtype=dtype)))
+            conditioning = {
+                "encoder_hidden_states": torch.cat([torch.zeros_like(torch.cat([clip, face], 1)), torch.cat([clip, face], 1)]),
+                "reference_latents": torch.cat([torch.zeros_like(reference), reference]).unsqueeze(1),
+                "added_time_ids": torch.zeros(2, 3, dtype=dtype),
+                "pose_latents": poses,
+            }
+            latents = torch.randn(1, frames, 4, h, w, dtype=dtype)
+            guidance = torch.ones(1, frames, 1, 1, 1)
+            noise_pred = stage("unet", lambda: pipe.predict_noise(latents, t, conditioning, guidance, tiles))
+            del noise_pred
+            stage("vae", lambda: pipe.decode_latents(latents, preset.decode_chunk_size))
+        if preset.cpu_offload:
+            model, peak = max(((m, weights[m] + p) for m, p in stages.items()), key=lambda item: item[1])
+        else:
+            model, peak = "all", sum(w for m, w in weights.items() if m != "vae_encode") + max(stages.values())
+        print(f"{name:<10}{peak / 2**30:>10.2f}{stages['unet'] / 2**30:>10.2f}{stages['vae'] / 2**30:>10.2f}"
+              f"{max(v for k, v in stages.items() if k not in ('unet', 'vae')) / 2**30:>10.2f}  {model}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=("tiny", "full"), default="tiny")
@@ -99,6 +176,11 @@ def main() -> None:
     parser.add_argument("--preset", help=argparse.SUPPRESS)  # internal: run one preset in this process
     args = parser.parse_args()
 
+    if args.device == "simulate":
+        if args.arch != "full":
+            parser.error("--device simulate runs the full architecture: add --arch full")
+        simulate(args)
+        return
     if args.preset:
         print(json.dumps(run_preset(args)))
         return

@@ -55,8 +55,12 @@ class LiveTensorBytes(TorchDispatchMode):
         self.peak = self.live
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.track(t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor))
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        # Views and in-place results share an input's storage: no allocation, even if that input is not counted
+        # (an untracked weight's transpose must not count as new memory).
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        self.track(t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in inputs)
         return out
 
 

@@ -16,8 +16,12 @@ from diffusers_stableanimator.training import configure_trainable, training_loss
 
 
 def test_counts_storages_once_and_releases_them():
+    untracked = torch.empty(50, 20)  # e.g. a weight nobody asked to count
     tracker = LiveTensorBytes()
     with tracker:
+        transposed = untracked.t()  # a view of it allocates nothing
+        assert tracker.live == 0
+        del transposed
         a = torch.empty(1000, dtype=torch.float16)  # 2000 bytes
         view = a[10:]  # same storage: nothing new
         assert tracker.live == 2000
