@@ -133,7 +133,7 @@ def simulate(args) -> None:
         def stage(model_name, run):
             tracker.reset_peak()
             out = run()
-            stages[model_name] = max(stages.get(model_name, 0), tracker.peak)
+            stages[model_name] = tracker.peak
             return out
 
         with fake_mode, tracker, torch.no_grad():
@@ -150,8 +150,7 @@ def simulate(args) -> None:
             }
             latents = torch.randn(1, frames, 4, h, w, dtype=dtype)
             guidance = torch.ones(1, frames, 1, 1, 1)
-            noise_pred = stage("unet", lambda: pipe.predict_noise(latents, t, conditioning, guidance, tiles))
-            del noise_pred
+            stage("unet", lambda: pipe.predict_noise(latents, t, conditioning, guidance, tiles))
             stage("vae", lambda: pipe.decode_latents(latents, preset.decode_chunk_size))
         if preset.cpu_offload:
             model, peak = max(((m, weights[m] + p) for m, p in stages.items()), key=lambda item: item[1])
