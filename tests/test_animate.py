@@ -117,12 +117,21 @@ def test_animate_batch_skips_done_jobs(job, capsys):
     assert "exactly one of 'video' or 'poses'" in capsys.readouterr().err
 
 
-def test_animate_from_a_driving_video_with_face_models(tmp_path, pose_models, face_models, capsys):
+def test_animate_from_a_driving_video_with_face_models(tmp_path, pose_models, face_models, capsys, monkeypatch):
     """The whole path with generated ONNX models: DWPose, alignment, drawing, face boxes, face embedding,
     face optimisation on the tiny pipeline (which has a face recognizer), mp4 out."""
     from PIL import Image
 
-    from diffusers_stableanimator.preprocessing import write_video
+    from diffusers_stableanimator.preprocessing import face_analysis, write_video
+
+    loads = []
+
+    class CountingFaceAnalyzer(face_analysis.FaceAnalyzer):
+        def __init__(self, *args, **kwargs):
+            loads.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(face_analysis, "FaceAnalyzer", CountingFaceAnalyzer)
 
     video = write_video(tmp_path / "driving.mp4", [np.full((240, 320, 3), 20 * i, np.uint8) for i in range(6)], fps=12)
     Image.fromarray(np.full((384, 256, 3), 90, np.uint8)).save(tmp_path / "ref.png")
@@ -135,6 +144,7 @@ def test_animate_from_a_driving_video_with_face_models(tmp_path, pose_models, fa
     assert "Output size 64x128" in printed and "Face optimisation off" not in printed
     count, shape, fps = _mp4_info(out)
     assert count == 3 and shape == (128, 64, 3) and fps == pytest.approx(6)  # 12 fps with stride 2
+    assert len(loads) == 1  # one load serves the face-box calibration and the embedding
 
 
 def test_driving_video_without_a_person_or_unreadable_is_an_error(tmp_path, capsys):
@@ -157,4 +167,9 @@ def test_driving_video_without_a_person_or_unreadable_is_an_error(tmp_path, caps
     broken.write_bytes(b"not a video")
     assert main(args + ["--video", str(broken), "--out", str(tmp_path / "b.mp4")]) == 2
     assert "broken.mp4" in capsys.readouterr().err
+    # Missing face models are reported before the (slow) pose extraction starts.
+    no_face_args = [a for a in args if a != "--allow-no-face"]
+    assert main(no_face_args + ["--video", str(broken), "--out", str(tmp_path / "c.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "--face-models" in err and "broken.mp4" not in err
     assert not list(tmp_path.glob("?.mp4"))

@@ -77,7 +77,7 @@ def resolve_size(args, reference_size: tuple[int, int]) -> tuple[int, int]:
     return width, height
 
 
-def extract_driving_poses(args, reference_path: str, width: int, height: int, out_dir: Path) -> None:
+def extract_driving_poses(args, reference_path: str, width: int, height: int, out_dir: Path, face_analyzer=None) -> None:
     """Run the `extract-poses` steps on the driving video into `out_dir`."""
     from .preprocessing.extract import extract_poses
     from .preprocessing.keypoints import load_poses
@@ -86,7 +86,7 @@ def extract_driving_poses(args, reference_path: str, width: int, height: int, ou
         video=args.video, reference=reference_path, out=str(out_dir), det_model=args.det_model,
         pose_model=args.pose_model, face_models=args.face_models, stride=args.stride, max_frames=args.max_frames,
         no_align=args.no_align, width=width, height=height, device=args.device, batch_size=8, overwrite=True,
-    ))
+    ), face_analyzer=face_analyzer)
     if not any(pose.body_visible.any() for pose in load_poses(out_dir / "keypoints.npz")):
         raise AnimateError(f"No person was detected in any frame of {args.video}; use a driving video that shows a person.")
 
@@ -105,20 +105,28 @@ def read_pose_folder(folder: Path, width: int, height: int, stride: int, max_fra
     return frames, boxes
 
 
-def reference_face(args, image, width: int, height: int):
+def load_face_analyzer(args):
+    """The face models, loaded once for the face boxes and the embedding; None without `--face-models` (only with
+    `--allow-no-face`, checked before any heavy work)."""
+    if not args.face_models:
+        if args.allow_no_face:
+            return None
+        raise AnimateError("--face-models (an antelopev2 folder) is needed for the face embedding; see docs/preprocessing.md. "
+                           "Pass --allow-no-face to run without identity guidance.")
+    from .preprocessing.face_analysis import FaceAnalyzer
+
+    return FaceAnalyzer(args.face_models, device=args.device)
+
+
+def reference_face(args, analyzer, image, width: int, height: int):
     """(raw embedding, face box in the reference's pixels or None)."""
     import numpy as np
 
-    if not args.face_models:
-        if args.allow_no_face:
-            print("No --face-models given and --allow-no-face: using a zero face embedding (no identity guidance).")
-            return np.zeros(512, dtype=np.float32), None
-        raise AnimateError("--face-models (an antelopev2 folder) is needed for the face embedding; see docs/preprocessing.md. "
-                           "Pass --allow-no-face to run without identity guidance.")
+    if analyzer is None:
+        print("No --face-models given and --allow-no-face: using a zero face embedding (no identity guidance).")
+        return np.zeros(512, dtype=np.float32), None
     from .pipeline_stableanimator import StableAnimatorPipeline
-    from .preprocessing.face_analysis import FaceAnalyzer
 
-    analyzer = FaceAnalyzer(args.face_models, device=args.device)
     embedding = StableAnimatorPipeline.embed_face(image, analyzer, width, height, allow_no_face=args.allow_no_face)
     face = analyzer.analyze(image, allow_no_face=True)
     return embedding, None if face is None else tuple(float(v) for v in face.bbox)
@@ -205,15 +213,16 @@ def animate(args: argparse.Namespace) -> list[Path]:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = resolve_dtype(args.dtype, device)
     width, height = resolve_size(args, image.size)
+    analyzer = load_face_analyzer(args)
 
     with tempfile.TemporaryDirectory() as scratch:
         if args.video:
             pose_dir = Path(scratch) / "poses"
-            extract_driving_poses(args, args.image, width, height, pose_dir)
+            extract_driving_poses(args, args.image, width, height, pose_dir, analyzer)
             frames, boxes = read_pose_folder(pose_dir, width, height, stride=1, max_frames=None)
         else:
             frames, boxes = read_pose_folder(Path(args.poses), width, height, args.stride, args.max_frames)
-    face_embeds, reference_box = reference_face(args, image, width, height)
+    face_embeds, reference_box = reference_face(args, analyzer, image, width, height)
 
     pipe = load_pipeline(args.model, dtype)
     call_kwargs = apply_memory_preset(pipe, args.memory, device)

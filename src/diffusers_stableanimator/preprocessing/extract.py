@@ -59,7 +59,9 @@ def _check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
 
 
-def extract_poses(args: argparse.Namespace) -> dict:
+def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
+    """The `extract-poses` steps. `face_analyzer`: already loaded face models to use instead of loading
+    `args.face_models` again."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -92,7 +94,7 @@ def extract_poses(args: argparse.Namespace) -> dict:
             raise ValueError("--face-models calibrates the face boxes on the reference: pass --reference too.")
         from .face_analysis import FaceAnalyzer
 
-        face = FaceAnalyzer(args.face_models, device=args.device).analyze(reference_image)
+        face = (face_analyzer or FaceAnalyzer(args.face_models, device=args.device)).analyze(reference_image)
         margin, margin_source = FaceBoxMargin.calibrate(reference_pose, face.bbox), "reference"
         sx, sy = width / reference_image.shape[1], height / reference_image.shape[0]
         reference_box = [float(face.bbox[0] * sx), float(face.bbox[1] * sy), float(face.bbox[2] * sx), float(face.bbox[3] * sy)]
