@@ -40,7 +40,7 @@ class LiveTensorBytes(TorchDispatchMode):
     def track(self, tensors) -> None:
         for tensor in tensors:
             storage = tensor.untyped_storage()
-            if storage in self._counted:  # a view, or an in-place result
+            if storage in self._counted:  # already counted (another view of it)
                 continue
             nbytes = storage.nbytes()
             self._counted[storage] = nbytes

@@ -45,7 +45,7 @@ def test_training_step_of_a_linear_layer_matches_the_formula():
     tracker = LiveTensorBytes()
     tracker.track([weight])
     with tracker:
-        y = x @ weight.t()  # n*d floats, freed once the loss exists (the square saves y, so it stays)
+        y = x @ weight.t()  # n*d floats (the product below also saves y for the backward pass)
         loss = (y * y).sum()  # saves y; y*y (n*d) is freed after the sum; the loss is one float
         assert tracker.live == 4 * (d * d + n * d + 1)
         loss.backward()
