@@ -76,7 +76,7 @@ def main(argv=None):
     device = torch.device("meta" if simulate else args.device)
     start = time.perf_counter()
     c = full_size_random_components(device) if args.arch == "full" else tiny_components(device)
-    frozen_dtype = torch.float16 if device.type in ("cuda", "meta") else torch.float32
+    frozen_dtype = torch.float16 if simulate or device.type == "cuda" else torch.float32
     c["vae"].requires_grad_(False).to(dtype=frozen_dtype)
     c["image_encoder"].requires_grad_(False).to(dtype=frozen_dtype)
     rank = args.lora_rank if args.mode == "lora" else 0
@@ -95,11 +95,12 @@ def main(argv=None):
     n_trained = sum(p.numel() for p in params)
     n_all = sum(p.numel() for m in modules for p in m.parameters())
 
-    tracker, measured = None, contextlib.nullcontext
+    measured = contextlib.nullcontext
+    reset, read_peak = functools.partial(reset_peak, device), functools.partial(peak_bytes, device)
     if device.type == "cuda":  # as `accelerate launch --mixed_precision fp16`
-        autocast = functools.partial(torch.autocast, "cuda", dtype=torch.float16)
+        autocast, kind = functools.partial(torch.autocast, "cuda", dtype=torch.float16), "allocated"
     else:
-        autocast = contextlib.nullcontext  # float32 on the CPU
+        autocast, kind = contextlib.nullcontext, "RSS"  # float32 on the CPU
     if simulate:  # the same modules on fake CPU tensors, counted as CUDA would allocate them (simulated_memory.py)
         from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -117,7 +118,8 @@ def main(argv=None):
             with fake_mode, tracker, cuda_autocast_policy():
                 yield
 
-        autocast = functools.partial(torch.autocast, "cpu", dtype=torch.float16)
+        autocast, kind = functools.partial(torch.autocast, "cpu", dtype=torch.float16), "simulated CUDA allocated"
+        reset, read_peak = tracker.reset_peak, lambda: tracker.peak
 
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     print(f"arch={args.arch} mode={args.mode}{f' rank={rank}' if rank else ''} checkpointing={args.gradient_checkpointing} "
@@ -129,10 +131,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         for _ in range(2):  # the second step has the AdamW states the first created
             with measured():
-                if tracker:
-                    tracker.reset_peak()
-                else:
-                    reset_peak(device)
+                reset()
                 batch = synthetic_batch(width, height, frames, device, id_dim)
                 with autocast():
                     loss = training_loss(batch, c["vae"], c["image_encoder"], c["feature_extractor"], c["unet"], c["pose_net"], c["face_encoder"])
@@ -140,10 +139,7 @@ def main(argv=None):
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 del batch, loss
-        peak = tracker.peak if tracker else peak_bytes(device)
-        kind = "simulated CUDA allocated" if tracker else "allocated" if device.type == "cuda" else "RSS"
-        print(f"  {width}x{height}, {frames} frames: peak {kind} {peak / GiB:.2f} GiB ({(time.perf_counter() - t0) / 2:.1f}s per step)")
-
+        print(f"  {width}x{height}, {frames} frames: peak {kind} {read_peak() / GiB:.2f} GiB ({(time.perf_counter() - t0) / 2:.1f}s per step)")
 
 
 if __name__ == "__main__":
