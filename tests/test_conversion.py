@@ -22,6 +22,7 @@ from diffusers_stableanimator.conversion import ConversionError, convert_officia
 from diffusers_stableanimator.testing import synthetic_inputs, tiny_random_components
 
 TINY_HEADS = 4  # the tiny face encoder has 8-wide heads, so the 64-wide default does not apply
+OUTPUT_ATOL = 5e-4  # frames in [0, 1]; 30x the load-path noise measured across CPUs (see the round-trip test)
 
 
 @pytest.fixture(scope="module")
@@ -79,14 +80,20 @@ def test_round_trip_reproduces_every_tensor_and_the_pipeline_output(sources, con
     public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
     assert public(pipe.scheduler.config) == public(components["scheduler"].config)
 
+    # Weights are equal to the bit (above); outputs are not: loaded parameters are views into the memory-mapped
+    # safetensors file, and some CPUs' BLAS rounds products on such (unaligned) weights differently in the last
+    # bits (1.1-1.6e-5 measured on the tiny pipeline). A real change (another fps) moves the frames by ~4e-2.
     reference = StableAnimatorPipeline(**components)
     image, poses, face_embeds = synthetic_inputs(4)
-    outputs = []
-    for p in (reference, pipe):
+
+    def frames(p, fps=7):
         p.set_progress_bar_config(disable=True)
-        outputs.append(p(image, poses, face_embeds=face_embeds, num_inference_steps=2, tile_size=4, tile_overlap=1,
-                         generator=torch.Generator().manual_seed(0), output_type="np").frames)
-    np.testing.assert_array_equal(outputs[0], outputs[1])
+        return p(image, poses, face_embeds=face_embeds, num_inference_steps=2, tile_size=4, tile_overlap=1, fps=fps,
+                 generator=torch.Generator().manual_seed(0), output_type="np").frames
+
+    expected = frames(reference)
+    np.testing.assert_allclose(frames(pipe), expected, atol=OUTPUT_ATOL, rtol=0)
+    assert np.abs(frames(reference, fps=8) - expected).max() > 20 * OUTPUT_ATOL  # the tolerance can see a real change
 
 
 def test_output_folder_is_safetensors_with_our_classes_licence_and_provenance(sources, converted):

@@ -251,7 +251,11 @@ frames = pipe(PIL.Image.open(r"{tmp_path / 'image.png'}"), poses, face_embeds=np
 np.save(r"{tmp_path / 'out.npy'}", frames)
 """
     subprocess.run([sys.executable, "-c", script], check=True)
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), _run(tiny_pipe, image, poses, face_embeds), atol=1e-5)
+    # Loaded weights are memory-mapped views; some CPUs round products on them differently in the last bits
+    # (1.1-1.6e-5 measured). The tolerance is 30x that; a real change (another fps) moves the frames ~4e-2.
+    expected = _run(tiny_pipe, image, poses, face_embeds)
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=5e-4, rtol=0)
+    assert np.abs(_run(tiny_pipe, image, poses, face_embeds, fps=8) - expected).max() > 1e-2
 
 
 def test_from_pretrained_with_a_hub_repo_id_without_network(tiny_pipe, tmp_path, monkeypatch):
