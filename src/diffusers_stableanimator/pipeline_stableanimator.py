@@ -20,6 +20,7 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from .lora import StableAnimatorLoraLoaderMixin
 from .face_optimization import FaceOptimizationConfig, build_face_objective, check_face_optimization_inputs
+from .images import from_array, to_rgb
 from .models import ArcFaceIResNet, FaceEncoder, PoseNet, StableAnimatorUNetModel
 from .schedulers import HJBEulerScheduler
 from .tiling import blend_weights, temporal_tiles
@@ -58,28 +59,29 @@ class StableAnimatorPipelineOutput(BaseOutput):
 
 
 def _to_pil_rgb(image: Any, what: str) -> PIL.Image.Image:
-    """PIL / HWC array / CHW tensor (values in [0, 1], or uint8) -> RGB PIL. Alpha is composited on white."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().float().cpu()
-        if image.ndim == 4 and image.shape[0] == 1:
-            image = image[0]
-        if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
-            raise ValueError(f"{what}: a tensor must be (C, H, W) with values in [0, 1], got shape {tuple(image.shape)}.")
-        image = image.permute(1, 2, 0).numpy()
-    if isinstance(image, np.ndarray):
-        if image.ndim == 3 and image.shape[-1] == 1:
-            image = image[..., 0]
-        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (3, 4)):
-            raise ValueError(f"{what}: an array must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}.")
-        if image.dtype != np.uint8:
-            image = (np.clip(image.astype(np.float32), 0.0, 1.0) * 255).round().astype(np.uint8)
-        image = PIL.Image.fromarray(image)
-    if not isinstance(image, PIL.Image.Image):
-        raise TypeError(f"{what}: expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}.")
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        background = PIL.Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = PIL.Image.alpha_composite(background, image.convert("RGBA"))
-    return image.convert("RGB")
+    """PIL image, `(H, W, C)` array or `(C, H, W)` tensor -> RGB PIL, by the rules of `images.py` (integers 0-255,
+    floats 0-1, out-of-range values refused; alpha composited on white; 16-bit greyscale scaled)."""
+    if isinstance(image, PIL.Image.Image):
+        return to_rgb(image, what)
+    if isinstance(image, (np.ndarray, torch.Tensor)):
+        return from_array(image, what)
+    raise TypeError(f"{what}: expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}.")
+
+
+def limit_reference_size(image: PIL.Image.Image, height: int, width: int, clip_size: int) -> PIL.Image.Image:
+    """Shrink a very large reference by a whole factor (box filter) so that its memory follows the output size, not
+    the photo's: each side stays at least twice what the VAE (`width` x `height`) and CLIP (`clip_size`) resize it
+    to, so ordinary photos are left untouched."""
+    factor = min(image.size[0] // (2 * max(width, clip_size)), image.size[1] // (2 * max(height, clip_size)))
+    return image.reduce(factor) if factor >= 2 else image
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and bool(np.isfinite(value))
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def clip_pixel_values(images: torch.Tensor, feature_extractor: CLIPImageProcessor) -> torch.Tensor:
@@ -166,6 +168,17 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         if problems:
             raise ValueError("The pipeline's components do not fit together: " + "; ".join(problems) + ".")
 
+    @staticmethod
+    def _face_embeds_tensor(face_embeds: Any) -> torch.Tensor:
+        if not isinstance(face_embeds, torch.Tensor):
+            array = np.asarray(face_embeds)
+            if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+                raise ValueError(f"`face_embeds` must be an array of numbers (the 512-d ArcFace embedding), got {type(face_embeds).__name__} of dtype {array.dtype}.")
+            face_embeds = torch.from_numpy(array)
+        elif not (face_embeds.is_floating_point() or face_embeds.dtype in (torch.int32, torch.int64)):
+            raise ValueError(f"`face_embeds` must be a tensor of numbers, got dtype {face_embeds.dtype}.")
+        return face_embeds.float()
+
     def check_face_embeds(self, face_embeds: torch.Tensor) -> None:
         expected_dim = self.face_encoder.config.id_embeddings_dim
         if face_embeds.shape not in ((expected_dim,), (1, expected_dim)):
@@ -173,10 +186,21 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         if not torch.isfinite(face_embeds).all():
             raise ValueError("`face_embeds` contains NaN or infinite values; recompute the face embedding.")
 
-    def check_inputs(self, poses, face_embeds, face_analyzer, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale):
+    def check_inputs(self, poses, face_embeds, face_analyzer, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale, fps=7, motion_bucket_id=127, noise_aug_strength=0.02, output_type="pil"):
         self.check_components()
         if len(poses) == 0:
             raise ValueError("`poses` is empty: give at least one pose frame (one per output frame).")
+        for name, value in (("height", height), ("width", width), ("num_inference_steps", num_inference_steps), ("tile_size", tile_size), ("tile_overlap", tile_overlap)):
+            if not _is_whole(value) or value < (0 if name == "tile_overlap" else 1):
+                raise ValueError(f"`{name}` must be a positive whole number, got {value!r}.")
+        if decode_chunk_size is not None and not _is_whole(decode_chunk_size):
+            raise ValueError(f"`decode_chunk_size` must be a whole number or None, got {decode_chunk_size!r}.")
+        for name, value, low in (("min_guidance_scale", min_guidance_scale, 0), ("max_guidance_scale", max_guidance_scale, 0),
+                                 ("noise_aug_strength", noise_aug_strength, 0), ("motion_bucket_id", motion_bucket_id, 0), ("fps", fps, 1)):
+            if not _is_number(value) or value < low:
+                raise ValueError(f"`{name}` must be a finite number of at least {low}, got {value!r}.")
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"`output_type` must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}.")
         multiple = 64
         if height % multiple or width % multiple:
             raise ValueError(
@@ -405,16 +429,18 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         width = width or (poses[0].size[0] if poses else 0)
         height = height or (poses[0].size[1] if poses else 0)
         if face_embeds is not None:
-            face_embeds = torch.as_tensor(np.asarray(face_embeds) if not isinstance(face_embeds, torch.Tensor) else face_embeds).float()
+            face_embeds = self._face_embeds_tensor(face_embeds)
 
         # 1. Check inputs before any heavy work
         for name in callback_on_step_end_tensor_inputs:
             if name not in self._callback_tensor_inputs:
                 raise ValueError(f"`callback_on_step_end_tensor_inputs` may contain {self._callback_tensor_inputs}, got {name!r}.")
-        self.check_inputs(poses, face_embeds, face_analyzer, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale)
+        self.check_inputs(poses, face_embeds, face_analyzer, height, width, tile_size, tile_overlap, decode_chunk_size, num_inference_steps, latents, min_guidance_scale, max_guidance_scale, fps, motion_bucket_id, noise_aug_strength, output_type)
+        full_image = image  # reference_face_box is in its pixels; face optimisation crops the face from it
+        image = limit_reference_size(image, height, width, self.feature_extractor.crop_size["height"])
         face_inputs = check_face_optimization_inputs(
             face_optimization, face_boxes, reference_face_box, num_frames=len(poses), height=height, width=width,
-            reference_size=image.size, face_recognizer=self.face_recognizer,
+            reference_size=full_image.size, face_recognizer=self.face_recognizer,
         )
         if face_embeds is None:  # the inputs are valid: now the (ONNX) face analysis is worth running
             face_embeds = torch.from_numpy(self.embed_face(image, face_analyzer, width, height, allow_no_face)).float()
@@ -456,7 +482,7 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         tiles = temporal_tiles(num_frames, tile_size, tile_overlap)
         face_objective = None
         if face_inputs is not None:  # x̂0 -> face loss; the scheduler refines x̂0 with it inside its window
-            face_objective = build_face_objective(self.vae, self.face_recognizer, image, face_inputs, decode_chunk_size)
+            face_objective = build_face_objective(self.vae, self.face_recognizer, full_image, face_inputs, decode_chunk_size)
 
         # 6. Denoising loop
         with self.progress_bar(total=len(timesteps)) as progress_bar:

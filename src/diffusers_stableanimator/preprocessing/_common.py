@@ -97,19 +97,16 @@ def onnx_providers(device: Any = None) -> list:
 def load_rgb(image: Any) -> np.ndarray:
     """Return an image as an RGB uint8 array (H, W, 3).
 
-    Accepts a path, a PIL image, or an array that is already RGB uint8 (H, W, 3) (or grayscale
-    (H, W)). Arrays are never channel-swapped: pass RGB, not OpenCV's BGR.
+    Accepts a path (read with `images.open_image`: EXIF orientation applied, 16-bit scaled, alpha on white), a
+    PIL image, or an array that is already RGB uint8 (H, W, 3) (or grayscale (H, W)). Arrays are never
+    channel-swapped: pass RGB, not OpenCV's BGR.
     """
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise FileNotFoundError(f"Image file {str(path)!r} does not exist.")
-        from PIL import Image
+    from ..images import open_image, to_rgb
 
-        with Image.open(path) as pil:
-            return np.asarray(pil.convert("RGB")).copy()
+    if isinstance(image, (str, os.PathLike)):
+        return np.asarray(open_image(image)).copy()
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL image
-        return np.asarray(image.convert("RGB")).copy()
+        return np.asarray(to_rgb(image)).copy()
     array = np.asarray(image)
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)

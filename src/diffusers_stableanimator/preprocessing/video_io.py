@@ -4,21 +4,22 @@
 - Image folders: every .png/.jpg/.jpeg/.webp/.bmp file, sorted by the numbers in their names
   ("natural" order: frame_2 before frame_10), so both `frame_<i>.png` and plain `00012.png` work.
 - `stride` keeps every stride-th frame and `max_frames` stops after that many kept frames.
-- Writes go to a temporary file in the target folder, then `os.replace` moves it into place, so an
-  interrupted write never leaves a truncated file under the final name.
+- Writes go to a temporary file in the target folder, moved into place once complete (`outputs.atomic_file`),
+  so an interrupted write never leaves a truncated file under the final name.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..outputs import atomic_file
 from ._common import load_rgb
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
@@ -132,16 +133,8 @@ def _as_uint8_frames(frames: Sequence[Any]) -> list[np.ndarray]:
     return frames
 
 
-def _atomic_target(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the extension: imageio chooses the format from it.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def write_video(path: str | os.PathLike, frames: Sequence[Any], fps: float = 8.0, quality: int = 8) -> Path:
-    """Write RGB frames (arrays or PIL images) to .mp4 (h264, yuv420p) or .gif.
+    """Write RGB frames (arrays or PIL images) to .mp4 (h264, yuv420p) or .gif, atomically.
 
     h264 with yuv420p needs even sizes: odd widths/heights are padded by one black column/row (with a
     warning)."""
@@ -149,34 +142,33 @@ def write_video(path: str | os.PathLike, frames: Sequence[Any], fps: float = 8.0
     suffix = path.suffix.lower()
     if suffix not in (".mp4", ".gif"):
         raise ValueError(f"write_video writes .mp4 or .gif files, got {str(path)!r}.")
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps!r}.")
     frames = _as_uint8_frames(frames)
-    tmp = _atomic_target(path)
-    try:
+
+    def write(tmp: Path) -> None:
+        nonlocal frames
         if suffix == ".gif":
             from PIL import Image
 
             images = [Image.fromarray(f) for f in frames]
             images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-        else:
-            h, w = frames[0].shape[:2]
-            if h % 2 or w % 2:
-                warnings.warn(f"Padding {w}x{h} frames to even size for h264.", stacklevel=2)
-                frames = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0))) for f in frames]
-            imageio = _require_imageio()
-            writer = imageio.get_writer(
-                str(tmp), format="FFMPEG", fps=fps, codec="libx264", quality=quality,
-                pixelformat="yuv420p", macro_block_size=1,
-            )
-            try:
-                for f in frames:
-                    writer.append_data(f)
-            finally:
-                writer.close()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+            return
+        h, w = frames[0].shape[:2]
+        if h % 2 or w % 2:
+            warnings.warn(f"Padding {w}x{h} frames to even size for h264.", stacklevel=3)
+            frames = [np.pad(f, ((0, h % 2), (0, w % 2), (0, 0))) for f in frames]
+        imageio = _require_imageio()
+        writer = imageio.get_writer(
+            str(tmp), format="FFMPEG", fps=fps, codec="libx264", quality=quality, pixelformat="yuv420p", macro_block_size=1,
+        )
+        try:
+            for f in frames:
+                writer.append_data(f)
+        finally:
+            writer.close()
+
+    return atomic_file(path, write)
 
 
 def write_image(path: str | os.PathLike, image: Any) -> Path:
@@ -184,14 +176,8 @@ def write_image(path: str | os.PathLike, image: Any) -> Path:
     from PIL import Image
 
     path = Path(path)
-    tmp = _atomic_target(path)
-    try:
-        Image.fromarray(load_rgb(image)).save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG"))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    pixels = Image.fromarray(load_rgb(image))
+    return atomic_file(path, lambda tmp: pixels.save(tmp, format=Image.registered_extensions().get(path.suffix.lower(), "PNG")))
 
 
 def write_frames(folder: str | os.PathLike, frames: Sequence[Any], pattern: str = "frame_{i}.png") -> list[Path]:
