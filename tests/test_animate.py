@@ -56,7 +56,7 @@ def test_animate_tiny_random_end_to_end(job, capsys):
 
     before = out.read_bytes()
     assert main(args) == 2  # refuses to overwrite
-    assert "Refusing to overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert "exists; choose another --out or pass --overwrite" in capsys.readouterr().err and out.read_bytes() == before
     assert main(args + ["--overwrite", "--seed", "1"]) == 0
     assert out.read_bytes() != before
 
@@ -108,12 +108,12 @@ def test_animate_batch_skips_done_jobs(job, capsys):
     out_dir.mkdir()
     (out_dir / "one.mp4").write_bytes(b"done before")
     assert main(["animate-batch", str(jobs), "--out-dir", str(out_dir), "--model", "tiny-random", "--allow-no-face", *FAST]) == 0
-    assert "2 jobs, 1 already done, 1 to run" in capsys.readouterr().out
+    assert "2 jobs, 1 already done, 0 invalid, 1 to run" in capsys.readouterr().out
     assert (out_dir / "one.mp4").read_bytes() == b"done before"
     assert _mp4_info(out_dir / "two.mp4")[0] == 2
 
     jobs.write_text(json.dumps({"image": "x.png", "video": "a.mp4", "poses": "p"}))
-    assert main(["animate-batch", str(jobs), "--out-dir", str(out_dir), "--model", "tiny-random"]) == 2
+    assert main(["animate-batch", str(jobs), "--out-dir", str(out_dir), "--model", "tiny-random"]) == 1
     assert "exactly one of 'video' or 'poses'" in capsys.readouterr().err
 
 

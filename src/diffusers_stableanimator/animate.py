@@ -11,10 +11,11 @@ import argparse
 import json
 import math
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from .errors import StableAnimatorError
 
 TINY_RANDOM = "tiny-random"
 SUPPORTED_SIZES = [(512, 512), (576, 1024)]  # (width, height) the released weights are trained at
@@ -22,7 +23,7 @@ TINY_SIZES = [(64, 64), (64, 128)]  # the tiny random model's stand-ins, same as
 REQUIRED_COMPONENTS = ("vae", "image_encoder", "feature_extractor", "unet", "pose_net", "face_encoder", "scheduler")
 
 
-class AnimateError(Exception):
+class AnimateError(StableAnimatorError):
     """A problem with the user's input or setup, reported as one line without a traceback."""
 
 
@@ -34,16 +35,44 @@ def choose_resolution(reference_width: int, reference_height: int, supported=SUP
 
 
 def check_pipeline_folder(path: Path) -> None:
-    """Name what is missing when a folder is not a StableAnimator pipeline."""
+    """Name what is missing or damaged when a folder is not a loadable StableAnimator pipeline (cheap: configs and
+    safetensors headers only)."""
+    from safetensors import safe_open
+
     index = path / "model_index.json"
     if not index.is_file():
-        raise AnimateError(f"{path} is not a diffusers pipeline folder: it has no model_index.json. Convert the official weights with `stableanimator convert`.")
-    config = json.loads(index.read_text())
-    if config.get("_class_name") != "StableAnimatorPipeline":
-        raise AnimateError(f"{path} holds a {config.get('_class_name')!r} pipeline, not a StableAnimatorPipeline.")
+        raise AnimateError(f"--model {path} is not a diffusers pipeline folder: it has no model_index.json. Convert the official weights with `stableanimator convert`.")
+    try:
+        config = json.loads(index.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise AnimateError(f"{index} is not valid JSON ({error}); convert or download the model again.") from None
+    if not isinstance(config, dict) or config.get("_class_name") != "StableAnimatorPipeline":
+        found = config.get("_class_name") if isinstance(config, dict) else None
+        raise AnimateError(f"--model {path} holds a {found!r} pipeline, not a StableAnimatorPipeline ({index}).")
     missing = [name for name in REQUIRED_COMPONENTS if name not in config or not (path / name).is_dir()]
     if missing:
-        raise AnimateError(f"{path} is missing pipeline component(s): {', '.join(missing)}.")
+        raise AnimateError(f"--model {path} is missing pipeline component(s): {', '.join(missing)}.")
+    for weights in sorted(path.glob("*/*.safetensors")):
+        try:
+            with safe_open(str(weights), "pt"):
+                pass
+        except Exception as error:  # safetensors raises its own error type for truncated or foreign files
+            raise AnimateError(f"{weights} is damaged ({error}); convert or download the model again.") from None
+
+
+def looks_like_a_path(model: str) -> bool:
+    """Hub ids are `owner/name`; anything else (./x, /x, ~/x, a/b/c, x/) is a folder the user meant."""
+    return model.startswith((".", "/", "~")) or "\\" in model or model.count("/") != 1 or model.endswith("/")
+
+
+def check_model(model: str) -> None:
+    """Before any work: a local folder must be a complete pipeline; a path that does not exist is not a Hub id."""
+    if model == TINY_RANDOM:
+        return
+    if Path(model).expanduser().exists():
+        check_pipeline_folder(Path(model).expanduser())
+    elif looks_like_a_path(model):
+        raise AnimateError(f"--model {model}: no such folder. Give a converted pipeline folder, a Hub repo id (owner/name) or '{TINY_RANDOM}'.")
 
 
 def load_pipeline(model: str, dtype):
@@ -55,11 +84,26 @@ def load_pipeline(model: str, dtype):
     if model == TINY_RANDOM:
         print("Using the tiny random model: the output is noise (an install check, not an animation).")
         pipe = tiny_random_pipeline()
-        return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
-    if Path(model).exists():
-        check_pipeline_folder(Path(model))
-    pipe = StableAnimatorPipeline.from_pretrained(model, dtype=dtype)
-    return pipe
+        return pipe if dtype == torch.float32 else cast_pipeline(pipe, dtype)
+    local = Path(model).expanduser()
+    try:
+        return StableAnimatorPipeline.from_pretrained(str(local) if local.exists() else model, dtype=dtype)
+    except Exception as error:  # network, Hub and file errors come in many types; the user needs one line
+        reason = " ".join(str(error).split())[:300] or type(error).__name__
+        where = "the folder may be incomplete: convert or download it again" if local.exists() else "check the repo id, your network and Hub login, or give a local folder"
+        raise AnimateError(f"--model {model} could not be loaded ({reason}); {where}.") from None
+
+
+def cast_pipeline(pipe, dtype):
+    """`pipe.to(dtype)` without diffusers' per-model note about modules to keep in float32 (there are none here)."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return pipe.to(dtype=dtype)
+    finally:
+        logging.set_verbosity(level)
 
 
 def resolve_size(args, reference_size: tuple[int, int]) -> tuple[int, int]:
@@ -96,12 +140,16 @@ def read_pose_folder(folder: Path, width: int, height: int, stride: int, max_fra
     from PIL import Image
 
     from .preprocessing.face_boxes import read_face_boxes
-    from .preprocessing.video_io import read_frames
+    from .preprocessing.video_io import list_frame_files, read_frames
 
-    frames = [Image.fromarray(frame) for frame in read_frames(folder, stride=stride, max_frames=max_frames)]
     boxes = None
     if (folder / "face_boxes.json").is_file():
-        boxes = read_face_boxes(folder / "face_boxes.json", width, height)[::stride][: len(frames)]
+        boxes = read_face_boxes(folder / "face_boxes.json", width, height)
+        if len(boxes) != len(list_frame_files(folder)):
+            raise AnimateError(f"--poses {folder} holds {len(list_frame_files(folder))} pose frames but face_boxes.json lists {len(boxes)}: "
+                               "an incomplete or mixed extract-poses folder; run extract-poses again.")
+        boxes = boxes[::stride][:max_frames]
+    frames = [Image.fromarray(frame) for frame in read_frames(folder, stride=stride, max_frames=max_frames)]
     return frames, boxes
 
 
@@ -132,37 +180,72 @@ def reference_face(args, analyzer, image, width: int, height: int):
     return embedding, None if face is None else tuple(float(v) for v in face.bbox)
 
 
-def prepare_outputs(args) -> None:
+def output_paths(args) -> dict[str, Path]:
     out = Path(args.out)
-    if out.suffix.lower() != ".mp4":
-        raise AnimateError(f"--out must be an .mp4 path, got {out}.")
-    targets = [out] + ([out.with_suffix(".gif")] if args.gif else []) + ([Path(args.frames_dir)] if args.frames_dir else [])
-    existing = [str(t) for t in targets if t.exists()]
-    if existing and not args.overwrite:
-        raise AnimateError(f"Refusing to overwrite {', '.join(existing)}; choose another --out or pass --overwrite.")
+    paths = {"--out": out}
+    if args.gif:
+        paths["--gif"] = out.with_suffix(".gif")
+    if args.frames_dir:
+        paths["--frames-dir"] = Path(args.frames_dir)
+    return paths
+
+
+def check_outputs(args) -> None:
+    """Before any work: the outputs are writable, replace only what this command writes, and touch no input."""
+    from .outputs import check_not_inputs, check_replaceable_file, check_replaceable_folder, check_writable, own_frame_file
+
+    if Path(args.out).suffix.lower() != ".mp4" and not Path(args.out).is_dir():
+        raise AnimateError(f"--out must be an .mp4 path, got {args.out}.")
+    outputs = output_paths(args)
+    inputs = {"--image": args.image, "--video": args.video, "--poses": args.poses, "--face-models": args.face_models,
+              "--det-model": args.det_model, "--pose-model": args.pose_model}
+    if args.model != TINY_RANDOM and Path(args.model).expanduser().exists():
+        inputs["--model"] = args.model
+    check_not_inputs(outputs, inputs)
+    for name, path in outputs.items():
+        check_writable(path, name, folder=name == "--frames-dir")
+        if name == "--frames-dir":
+            check_replaceable_folder(path, name, args.overwrite, own_frame_file())
+        else:
+            check_replaceable_file(path, name, args.overwrite)
+
+
+def check_numbers(args) -> None:
+    """The numeric options, in the command's own words, before any work (argparse accepts nan, inf and 0)."""
+    for option, value, low in (("--steps", args.steps, 1), ("--tile-size", args.tile_size, 2), ("--tile-overlap", args.tile_overlap, 1),
+                               ("--stride", args.stride, 1), ("--max-frames", args.max_frames, 1), ("--width", args.width, 1),
+                               ("--height", args.height, 1), ("--seed", args.seed, 0)):
+        if value is not None and value < low:
+            raise AnimateError(f"{option} must be at least {low}, got {value}.")
+    for option, value, positive in (("--guidance", args.guidance, False), ("--noise-aug-strength", args.noise_aug_strength, False), ("--fps", args.fps, True)):
+        if value is not None and not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise AnimateError(f"{option} must be a finite number {'above 0' if positive else 'of at least 0'}, got {value}.")
+    if args.tile_overlap >= args.tile_size:
+        raise AnimateError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile-size ({args.tile_size}).")
+    for option, value in (("--width", args.width), ("--height", args.height)):
+        if value is not None and value % 64:
+            raise AnimateError(f"{option} must be a multiple of 64, got {value} (the released weights are trained at 512x512 and 576x1024).")
+
+
+def check_sources(args) -> None:
+    if args.poses and not Path(args.poses).is_dir():
+        raise AnimateError(f"--poses {args.poses}: no such folder; give the folder of pose frames that extract-poses wrote.")
+    if args.video and not Path(args.video).exists():
+        raise AnimateError(f"--video {args.video} does not exist; give a driving video file or a folder of its frames.")
 
 
 def write_outputs(args, frames, fps: float) -> list[Path]:
-    """Every output goes to a temporary name first and is moved into place only once complete."""
+    """All outputs are written under temporary names and moved into place together once every one is complete."""
+    from .outputs import StagedOutputs
     from .preprocessing.video_io import write_frames, write_video
 
-    out = Path(args.out)
-    written = [write_video(out, frames, fps=fps)]
-    if args.gif:
-        written.append(write_video(out.with_suffix(".gif"), frames, fps=fps))
-    if args.frames_dir:
-        target = Path(args.frames_dir)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            write_frames(staging, frames)
-            if target.exists():
-                shutil.rmtree(target)
-            shutil.move(str(staging), str(target))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        written.append(target)
-    return written
+    with StagedOutputs() as staged:
+        for name, path in output_paths(args).items():
+            if name == "--frames-dir":
+                write_frames(staged.folder(path), frames)
+            else:
+                write_video(staged.file(path), frames, fps=fps)
+    return list(output_paths(args).values())
 
 
 # ------------------------------------------------------------------------------------------------ command
@@ -202,19 +285,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def animate(args: argparse.Namespace) -> list[Path]:
     import torch
-    from PIL import Image
 
-    from .memory_presets import NEXT_LOWER, apply_memory_preset, resolve_dtype
+    from .images import REFERENCE_MIN_SIDE, open_image
+    from .memory_presets import NEXT_LOWER, apply_memory_preset, resolve_device, resolve_dtype
 
-    prepare_outputs(args)
-    if not Path(args.image).is_file():
-        raise AnimateError(f"Reference image {args.image} does not exist.")
-    image = Image.open(args.image).convert("RGB")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # 1. Everything that can be checked without a model, before any heavy work
+    check_numbers(args)
+    check_sources(args)
+    check_outputs(args)
+    check_model(args.model)
+    image = open_image(args.image, "--image", min_side=REFERENCE_MIN_SIDE)
+    device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     width, height = resolve_size(args, image.size)
     analyzer = load_face_analyzer(args)
+    fps = args.fps or 8.0
+    if args.fps is None and args.video and Path(args.video).is_file():
+        from .preprocessing.video_io import video_fps
 
+        fps = (video_fps(args.video) or 8.0 * args.stride) / args.stride
+
+    # 2. Poses and the reference's face
     with tempfile.TemporaryDirectory() as scratch:
         if args.video:
             pose_dir = Path(scratch) / "poses"
@@ -224,6 +315,7 @@ def animate(args: argparse.Namespace) -> list[Path]:
             frames, boxes = read_pose_folder(Path(args.poses), width, height, args.stride, args.max_frames)
     face_embeds, reference_box = reference_face(args, analyzer, image, width, height)
 
+    # 3. The pipeline, with a memory preset and face optimisation when it can run
     pipe = load_pipeline(args.model, dtype)
     call_kwargs = apply_memory_preset(pipe, args.memory, device)
     if args.face_optimization != "off":
@@ -232,11 +324,14 @@ def animate(args: argparse.Namespace) -> list[Path]:
                                          ("a face in the reference", reference_box is not None)) if not ok]
         if not missing:
             call_kwargs.update(face_optimization={"mode": args.face_optimization_mode}, face_boxes=boxes, reference_face_box=reference_box)
+            why = "asked for with --face-optimization on" if args.face_optimization == "on" else "--face-optimization auto: the model has a face recognizer and face boxes were found"
+            print(f"Face optimisation on ({why}); its steps take longer. --face-optimization off skips it.")
         elif args.face_optimization == "on":
-            raise AnimateError(f"Face optimisation needs {', '.join(missing)}.")
+            raise AnimateError(f"--face-optimization on needs {', '.join(missing)}.")
         else:
             print(f"Face optimisation off: it needs {', '.join(missing)}.")
 
+    # 4. Generate, then write every output at once
     try:
         video = pipe(
             image, frames, face_embeds=face_embeds, height=height, width=width, num_inference_steps=args.steps,
@@ -248,23 +343,10 @@ def animate(args: argparse.Namespace) -> list[Path]:
         lower = NEXT_LOWER[args.memory]
         hint = f"try --memory {lower}" if lower else "try fewer frames (--max-frames), a smaller --tile-size or a smaller size"
         raise AnimateError(f"Out of memory with --memory {args.memory}: {hint}.") from error
-
-    fps = args.fps or 8.0
-    if args.fps is None and args.video and Path(args.video).is_file():
-        from .preprocessing.video_io import video_fps
-
-        fps = (video_fps(args.video) or 8.0 * args.stride) / args.stride
     return write_outputs(args, video, fps)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .preprocessing._common import ModelFilesNotFoundError
-
-    try:
-        written = animate(args)
-    except (AnimateError, ModelFilesNotFoundError, FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
-        print(f"stableanimator animate: error: {error}", file=sys.stderr)
-        return 2
-    for path in written:
+    for path in animate(args):
         print(f"wrote {os.fspath(path)}")
     return 0

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+
+from .errors import StableAnimatorError
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
@@ -34,10 +38,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so every staged output is removed on the way out
+
+
+def _quiet_libraries() -> None:
+    """Silence warnings a user of the commands can do nothing about."""
+    import logging
+    import warnings
+
+    class DropMessage(logging.Filter):
+        def filter(self, record):  # transformers' "install torchvision" hint: torchvision must stay out of the tree
+            return "requires torchvision" not in record.getMessage()
+
+    logging.getLogger("transformers.utils.import_utils").addFilter(DropMessage())
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"insightface(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"skimage(\.|$)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module = importlib.import_module(args._module)
-    return int(module.run(args) or 0)
+    prefix = f"stableanimator {args.command}"
+    _quiet_libraries()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        module = importlib.import_module(args._module)
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted; unfinished outputs were not written.", file=sys.stderr)
+        return 130
+    except (StableAnimatorError, OSError, ValueError, ImportError) as error:
+        print(f"{prefix}: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a bug or an unsupported setup: still one line, the traceback on request
+        if os.environ.get("STABLEANIMATOR_TRACEBACK"):
+            raise
+        print(f"{prefix}: unexpected error: {type(error).__name__}: {_one_line(error)} "
+              "(set STABLEANIMATOR_TRACEBACK=1 to see where, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    if isinstance(error, StableAnimatorError) or "\n" not in text:
+        return text
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " ".join(lines[:4]) + (" ..." if len(lines) > 4 else "")
 
 
 if __name__ == "__main__":

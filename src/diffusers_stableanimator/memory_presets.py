@@ -39,6 +39,30 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def resolve_device(name: str | None, option: str = "--device") -> torch.device:
+    """A torch device from the user's word for it (`None`: CUDA when available, else CPU), refused at once when
+    this machine does not have it."""
+    from .errors import StableAnimatorError
+
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise StableAnimatorError(f"{option} {name!r} is not a device; use 'cpu', 'cuda' or 'cuda:N'.") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise StableAnimatorError(f"{option} {name}: torch sees no CUDA GPU on this machine (a CPU-only torch, or no driver); use --device cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise StableAnimatorError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0.")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise StableAnimatorError(f"{option} {name}: MPS is not available on this machine; use --device cpu.")
+    elif device.type != "cpu":
+        raise StableAnimatorError(f"{option} {name!r}: use 'cpu', 'cuda' or 'cuda:N'.")
+    return device
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """`"fp32"`, `"fp16"`, `"bf16"`, or `"auto"` (the device's `default_dtype`)."""
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}.get(name) or default_dtype(device)

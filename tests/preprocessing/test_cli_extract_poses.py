@@ -61,7 +61,7 @@ def test_extract_poses_size_no_align_and_overwrite(tmp_path, inputs, pose_models
         assert image.size == (64, 96)
     # a non-empty output folder is refused without --overwrite
     assert cli.main(args) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "holds earlier outputs; pass --overwrite" in capsys.readouterr().err
     # --overwrite replaces the earlier outputs (no stale frames from the longer run)
     assert cli.main(args[:-6] + ["--max-frames", "2", "--no-align", "--overwrite"]) == 0
     assert sorted(p.name for p in out.glob("frame_*.png")) == ["frame_0.png", "frame_1.png"]

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from diffusers_stableanimator.preprocessing import FaceAnalyzer, ModelFilesNotFoundError, NoFaceDetectedError, onnx_providers
+from diffusers_stableanimator.errors import StableAnimatorError
 from onnx_builders import KNOWN_FACE, KNOWN_FACE_BOX, make_recognizer, make_scrfd, recognizer_weights
 
 IMAGES = os.path.join(os.path.dirname(insightface.__file__), "data", "images")
@@ -114,13 +115,13 @@ def test_providers_follow_torch_device(monkeypatch):
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert onnx_providers(None) == ["CPUExecutionProvider"]  # listed but no GPU: onnxruntime-gpu on a CPU box
-    with pytest.raises(RuntimeError, match="torch sees no CUDA"):
+    with pytest.raises(StableAnimatorError, match="torch sees no CUDA"):
         onnx_providers("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert onnx_providers("cuda:1") == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
     assert onnx_providers(torch.device("cpu")) == ["CPUExecutionProvider"]
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+    with pytest.raises(StableAnimatorError, match="onnxruntime-gpu"):
         onnx_providers("cuda")
     with pytest.raises(ValueError, match="device must be"):
         onnx_providers("mps")

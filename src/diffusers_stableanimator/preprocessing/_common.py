@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import StableAnimatorError
+
 # Where model files are looked for when the user gives no path. One root, one folder per model pack.
 MODELS_ENV = "STABLEANIMATOR_MODELS"
 DEFAULT_MODELS_ROOT = "~/.cache/stableanimator/models"
@@ -87,7 +89,7 @@ def onnx_providers(device: Any = None) -> list:
             if not cuda_torch
             else "onnxruntime has no CUDAExecutionProvider (the CPU `onnxruntime` wheel is installed)"
         )
-        raise RuntimeError(
+        raise StableAnimatorError(
             f"device={device!r} was requested for the ONNX models but {reason}. Use device='cpu', or "
             "install the GPU runtime: `pip uninstall -y onnxruntime && pip install onnxruntime-gpu`."
         )
@@ -131,3 +133,12 @@ def check_files(folder: Path | None, files: Sequence[Path], what: str, how_to_ge
     lines = "\n".join(f"  - {f}" for f in missing)
     where = f" (looked in {folder})" if folder is not None else ""
     raise ModelFilesNotFoundError(f"{what}: missing model file(s){where}:\n{lines}\n{how_to_get}")
+
+
+def load_onnx_model(path: Path, load, how_to_get: str):
+    """`load(path)` (an ONNX session or an insightface model), with one line naming the file when it is damaged."""
+    try:
+        return load(str(path))
+    except Exception as error:  # onnxruntime raises its own types for truncated or foreign files
+        reason = " ".join(str(error).split())[:200] or type(error).__name__
+        raise StableAnimatorError(f"{path} is not a usable ONNX model ({reason}); it may be damaged or incomplete: download it again. {how_to_get}") from None

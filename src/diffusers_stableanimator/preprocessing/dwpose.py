@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ._common import check_files, load_rgb, models_root, onnx_providers, require_cv2, require_onnxruntime
+from ._common import check_files, load_onnx_model, load_rgb, models_root, onnx_providers, require_cv2, require_onnxruntime
 from .keypoints import PoseFrame
 
 DET_MODEL_NAME = "yolox_l.onnx"
@@ -243,8 +243,9 @@ class DWPoseDetector:
         check_files(looked_in, [det, pose], "DWPose", HOW_TO_GET_POSE_MODELS)
         ort = require_onnxruntime()
         providers = providers or onnx_providers(device)
-        self.det_session = ort.InferenceSession(str(det), providers=providers)
-        self.pose_session = ort.InferenceSession(str(pose), providers=providers)
+        session = lambda path: ort.InferenceSession(path, providers=providers)  # noqa: E731
+        self.det_session = load_onnx_model(det, session, HOW_TO_GET_POSE_MODELS)
+        self.pose_session = load_onnx_model(pose, session, HOW_TO_GET_POSE_MODELS)
 
         det_input = self.det_session.get_inputs()[0]
         self.det_input_name = det_input.name

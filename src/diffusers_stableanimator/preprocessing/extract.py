@@ -6,6 +6,9 @@ Writes into --out:
 - `keypoints.npz`: the aligned keypoints (`load_poses`), with the alignment as `extra_scale`/`extra_offset`;
 - `reference_keypoints.npz`: the reference photo's keypoints (when a reference is given);
 - `face_boxes.json`: per-frame face boxes [x1, y1, x2, y2] (inclusive, output pixels) or null.
+
+The folder is written under a temporary name and appears only once complete. An existing --out is replaced only
+with --overwrite and only if it holds nothing but these files.
 """
 
 from __future__ import annotations
@@ -35,28 +38,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder (replacing earlier outputs there)")
 
 
-def _prepare_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} exists and is not a folder.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ValueError(f"Output folder {str(out)!r} is not empty. Choose a new folder, or pass --overwrite to replace its outputs.")
-        # Remove only our own earlier outputs, so a shorter run leaves no stale frames behind.
-        for path in list(out.glob("frame_*.png")) + [out / name for name in OUTPUT_FILES]:
-            if path.is_file():
-                path.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+def _own_output(path: Path) -> bool:
+    from ..outputs import own_frame_file
+
+    return path.name in OUTPUT_FILES or own_frame_file()(path)
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """--out replaces only an earlier extract-poses folder, and never an input."""
+    from ..outputs import check_not_inputs, check_replaceable_folder, check_writable
+
+    check_not_inputs({"--out": args.out}, {"--video": args.video, "--reference": args.reference, "--face-models": args.face_models,
+                                          "--det-model": args.det_model, "--pose-model": args.pose_model})
+    check_writable(args.out, "--out", folder=True)
+    check_replaceable_folder(args.out, "--out", args.overwrite, _own_output)
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    from ._common import onnx_providers
+
     if args.reference is None and not args.no_align:
         raise ValueError("--reference is required to align the poses (or pass --no-align to skip alignment).")
+    if args.face_models and args.reference is None:
+        raise ValueError("--face-models calibrates the face boxes on the reference: pass --reference too.")
     if (args.width is None) != (args.height is None):
         raise ValueError("Give both --width and --height, or neither (then the reference's size is used).")
-    for name in ("width", "height", "batch_size"):
+    for name in ("width", "height", "batch_size", "stride", "max_frames"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
+    if not Path(args.video).exists():
+        raise FileNotFoundError(f"--video {args.video} does not exist; give a driving video file or a folder of its frames.")
+    onnx_providers(args.device)  # an unknown or missing device is reported now, not after reading the video
 
 
 def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
@@ -65,7 +78,8 @@ def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from ._common import load_rgb
+    from ..images import REFERENCE_MIN_SIDE, open_image
+    from ..outputs import StagedOutputs
     from .alignment import align_poses
     from .drawing import draw_pose
     from .dwpose import DWPoseDetector
@@ -74,24 +88,17 @@ def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
     from .video_io import read_frames, write_image
 
     _check_args(args)
-    out = Path(args.out)
-    _prepare_output(out, args.overwrite)
-
-    frames = read_frames(args.video, stride=args.stride, max_frames=args.max_frames)
+    _check_output(args)
+    reference_image = np.asarray(open_image(args.reference, "--reference", min_side=REFERENCE_MIN_SIDE)) if args.reference else None
     detector = DWPoseDetector(args.det_model, args.pose_model, device=args.device)
-    reference_image = load_rgb(args.reference) if args.reference else None
+    frames = read_frames(args.video, stride=args.stride, max_frames=args.max_frames)
     reference_pose = detector(reference_image) if reference_image is not None else None
     driving = detector.detect_video(frames, batch_size=args.batch_size, progress=True)
     aligned, transform = align_poses(reference_pose, driving, enabled=not args.no_align)
     width, height = (args.width, args.height) if args.width else (transform.width, transform.height)
 
-    for i, pose in enumerate(tqdm(aligned, desc="Drawing", unit="frame")):
-        write_image(out / f"frame_{i}.png", draw_pose(pose, width, height))
-
     margin, margin_source, reference_box = DEFAULT_FACE_BOX_MARGIN, "default", None
     if args.face_models:
-        if reference_image is None:
-            raise ValueError("--face-models calibrates the face boxes on the reference: pass --reference too.")
         from .face_analysis import FaceAnalyzer
 
         face = (face_analyzer or FaceAnalyzer(args.face_models, device=args.device)).analyze(reference_image)
@@ -100,9 +107,6 @@ def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
         reference_box = [float(face.bbox[0] * sx), float(face.bbox[1] * sy), float(face.bbox[2] * sx), float(face.bbox[3] * sy)]
     boxes = face_boxes_from_poses(aligned, width, height, margin)
 
-    save_poses(out / "keypoints.npz", aligned, scale=np.array(transform.scale), offset=np.array(transform.offset))
-    if reference_pose is not None:
-        save_poses(out / "reference_keypoints.npz", [reference_pose])
     summary = {
         "width": width,
         "height": height,
@@ -113,18 +117,20 @@ def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
         "reference_box": reference_box,
         "boxes": [list(b) if b is not None else None for b in boxes],
     }
-    (out / "face_boxes.json").write_text(json.dumps(summary, indent=2))
+    # The folder appears only when complete: an interrupted run leaves no partial pose set for `animate` to take.
+    with StagedOutputs() as staged:
+        out = staged.folder(args.out)
+        for i, pose in enumerate(tqdm(aligned, desc="Drawing", unit="frame")):
+            write_image(out / f"frame_{i}.png", draw_pose(pose, width, height))
+        save_poses(out / "keypoints.npz", aligned, scale=np.array(transform.scale), offset=np.array(transform.offset))
+        if reference_pose is not None:
+            save_poses(out / "reference_keypoints.npz", [reference_pose])
+        (out / "face_boxes.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._common import ModelFilesNotFoundError
-
-    try:
-        summary = extract_poses(args)
-    except (ModelFilesNotFoundError, FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
-        print(f"stableanimator extract-poses: error: {error}", file=sys.stderr)
-        return 2
+    summary = extract_poses(args)
     found = sum(b is not None for b in summary["boxes"])
     print(
         f"Wrote {len(summary['boxes'])} pose frames ({summary['width']}x{summary['height']}) to {args.out}; "

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import ModelFilesNotFoundError, check_files, load_rgb, models_root, onnx_providers
+from ._common import ModelFilesNotFoundError, check_files, load_onnx_model, load_rgb, models_root, onnx_providers
 
 FACE_MODELS_ENV = "STABLEANIMATOR_FACE_MODELS"
 DETECTOR_FILE = "scrfd_10g_bnkps.onnx"
@@ -122,8 +122,9 @@ class FaceAnalyzer:
         providers = providers or onnx_providers(device)
         on_gpu = any((p[0] if isinstance(p, tuple) else p) == "CUDAExecutionProvider" for p in providers)
         ctx_id = 0 if on_gpu else -1  # insightface's prepare(ctx_id<0) pins its sessions to CPU
-        self.detector = model_zoo.get_model(str(detector_path), providers=providers)
-        self.recognizer = model_zoo.get_model(str(recognizer_path), providers=providers)
+        get_model = lambda path: model_zoo.get_model(path, providers=providers)  # noqa: E731
+        self.detector = load_onnx_model(detector_path, get_model, HOW_TO_GET_FACE_MODELS)
+        self.recognizer = load_onnx_model(recognizer_path, get_model, HOW_TO_GET_FACE_MODELS)
         for model, path, task in ((self.detector, detector_path, "detection"), (self.recognizer, recognizer_path, "recognition")):
             if model is None or getattr(model, "taskname", None) != task:
                 raise ValueError(f"{path} is not a face {task} model insightface recognises. Is the antelopev2 pack complete and unmodified?")

@@ -83,12 +83,7 @@ def iter_frames(source: str | os.PathLike, stride: int = 1, max_frames: int | No
             f"Unsupported video type {source.suffix!r} for {str(source)!r}; expected one of "
             f"{', '.join(VIDEO_EXTENSIONS)} or a folder of images."
         )
-    imageio = _require_imageio()
-    try:
-        reader = imageio.get_reader(str(source), format="FFMPEG")
-    except OSError as error:  # ffmpeg's log is long; its last line says what was wrong
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise ValueError(f"Cannot read the video {str(source)!r}: {reason} Is it a complete, valid video file?") from error
+    reader = _open_video(source)
     try:
         for index, frame in enumerate(reader):
             if index % stride:
@@ -99,6 +94,15 @@ def iter_frames(source: str | os.PathLike, stride: int = 1, max_frames: int | No
             kept += 1
     finally:
         reader.close()
+
+
+def _open_video(source: Path):
+    imageio = _require_imageio()
+    try:
+        return imageio.get_reader(str(source), format="FFMPEG")
+    except OSError as error:  # ffmpeg's log is long; its last line says what was wrong
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise ValueError(f"Cannot read the video {str(source)!r}: {reason} Is it a complete, valid video file?") from None
 
 
 def read_frames(source: str | os.PathLike, stride: int = 1, max_frames: int | None = None) -> list[np.ndarray]:
@@ -114,8 +118,7 @@ def video_fps(source: str | os.PathLike) -> float | None:
     source = Path(source)
     if source.is_dir():
         return None
-    imageio = _require_imageio()
-    reader = imageio.get_reader(str(source), format="FFMPEG")
+    reader = _open_video(source)
     try:
         fps = reader.get_meta_data().get("fps")
     finally:
