@@ -230,11 +230,12 @@ def test_svd_repo_id_downloads_only_what_conversion_reads(sources, tmp_path):
 def test_failed_verification_leaves_the_old_output_untouched_and_no_staging(sources, tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.txt").write_text("old")
+    (out / conversion.PROVENANCE_FILE).write_text("old")  # an earlier conversion, which --overwrite may replace
+    (out / "model_index.json").write_text("old")
     monkeypatch.setattr(conversion, "verify_converted", mock.Mock(side_effect=ConversionError("boom")))
     with pytest.raises(ConversionError, match="boom"):
         convert_official_checkpoint(sources[0], sources[1], out, face_encoder_heads=TINY_HEADS, overwrite=True)
-    assert (out / "keep.txt").read_text() == "old"
+    assert (out / "model_index.json").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
@@ -252,11 +253,15 @@ def test_cli_convert_end_to_end_with_variant_and_overwrite(sources, tmp_path, ca
         assert torch.equal(tensor, original[key].half()), key
     assert StableAnimatorPipeline.from_pretrained(out).image_encoder.dtype == torch.float32  # main files stay fp32
 
-    (out / "marker.txt").write_text("old")
+    (out / "marker.txt").write_text("the user's")
     assert cli_main(args) == 1  # refused: the output exists
     assert "already exists" in capsys.readouterr().err and (out / "marker.txt").exists()
+    assert cli_main(args + ["--overwrite"]) == 1  # refused still: the folder holds a file convert does not write
+    assert "marker.txt" in capsys.readouterr().err and (out / "marker.txt").read_text() == "the user's"
+    (out / "marker.txt").unlink()
+    (out / "unet" / "config.json").write_text("{}")  # an earlier conversion's file: replaced
     assert cli_main(args + ["--overwrite"]) == 0
-    assert not (out / "marker.txt").exists() and (out / "model_index.json").exists()
+    assert json.loads((out / "unet" / "config.json").read_text())["_class_name"] == "StableAnimatorUNetModel"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

@@ -20,10 +20,12 @@ import re
 import shutil
 import string
 import sys
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .errors import StableAnimatorError
+from .outputs import StagedOutputs, check_not_inputs, check_writable
 
 # Released file names, per pipeline component.
 OFFICIAL_FILES = {"unet": "unet.pth", "pose_net": "pose_net.pth", "face_encoder": "face_encoder.pth"}
@@ -56,7 +58,7 @@ REFERENCE_DIM_HEAD = 64
 _MAX_LISTED_KEYS = 20
 
 
-class ConversionError(ValueError):
+class ConversionError(StableAnimatorError):
     """A checkpoint or folder is not what the converter expects; the message says what to do."""
 
 
@@ -329,8 +331,7 @@ def convert_official_checkpoint(
     if variant == dtype:
         raise ConversionError(f"--variant {variant} with --dtype {dtype} would write the same weights twice; leave one out.")
     output = Path(output).expanduser().resolve()
-    if output.exists() and not overwrite:
-        raise ConversionError(f"{output} already exists; choose another --output or pass --overwrite (it is replaced only after the new folder is verified).")
+    check_output(output, official_dir, svd, overwrite)
 
     files = find_official_files(official_dir)  # fail on a missing file before any download
     svd_path, svd_source = resolve_svd(svd, svd_revision)
@@ -350,9 +351,8 @@ def convert_official_checkpoint(
         "configs": {name: _plain(dict(getattr(pipe, name).config)) for name in ("pose_net", "face_encoder") + (("face_recognizer",) if files["face_recognizer"] else ())},
     }
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.converting-", dir=output.parent))
-    try:
+    with StagedOutputs() as staged:  # the folder appears (or replaces the old one) only once complete and verified
+        staging = staged.folder(output)
         pipe.save_pretrained(staging, safe_serialization=True)
         if variant:
             # transformers records the dtype in config.json and loads with it: keep the configs of the main files.
@@ -367,13 +367,36 @@ def convert_official_checkpoint(
         (staging / "README.md").write_text(render_model_card(provenance, repo_id=push_to_hub))
         del pipe
         verify_converted(staging, references, dtype, variant)
-        _replace_folder(staging, output, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if output.exists() and not overwrite:
+            raise ConversionError(f"--output {output} appeared during the conversion; pass --overwrite to replace it.")
     if push_to_hub:
         _push(output, push_to_hub, private=private)
     return output
+
+
+def _own_output(path: Path, folder: Path) -> bool:
+    """Files a conversion writes: the top-level cards and configs, and configs/weights inside component folders."""
+    relative = path.relative_to(folder)
+    if len(relative.parts) == 1:
+        return relative.name in ("model_index.json", "README.md", "LICENSE.md", PROVENANCE_FILE)
+    return relative.suffix in (".json", ".safetensors", ".txt")
+
+
+def check_output(output: Path, official_dir, svd, overwrite: bool) -> None:
+    """--output never touches an input, and replaces only a folder this command wrote (nothing else in it)."""
+    inputs = {"--official-dir": official_dir}
+    if Path(svd).expanduser().exists():
+        inputs["--svd"] = svd
+    check_not_inputs({"--output": output}, inputs)
+    check_writable(output, "--output", folder=True)
+    if not output.exists():
+        return
+    if not overwrite:
+        raise ConversionError(f"--output {output} already exists; choose another --output or pass --overwrite (it is replaced only after the new folder is verified).")
+    foreign = [p.relative_to(output).as_posix() for p in sorted(output.rglob("*")) if p.is_file() and not _own_output(p, output)]
+    if not (output / PROVENANCE_FILE).is_file() or foreign:
+        reason = f"it holds files a conversion does not write ({_listed(foreign)})" if foreign else f"it has no {PROVENANCE_FILE}, so this command did not write it"
+        raise ConversionError(f"--output {output}: {reason}; --overwrite replaces only a folder written by `stableanimator convert`. Choose another --output.")
 
 
 def _cast(pipe, dtype) -> None:
@@ -478,24 +501,6 @@ def _component_class(index: dict, name: str):
     if library == "diffusers_stableanimator":
         return getattr(importlib.import_module("diffusers_stableanimator"), class_name)
     return getattr(importlib.import_module(library), class_name)
-
-
-def _replace_folder(staging: Path, output: Path, overwrite: bool) -> None:
-    """Move the finished folder into place; an old `output` is moved aside first and deleted only afterwards."""
-    if not output.exists():
-        os.replace(staging, output)
-        return
-    if not overwrite:  # it appeared while converting
-        raise ConversionError(f"{output} appeared during the conversion; pass --overwrite to replace it.")
-    backup = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
-    os.rmdir(backup)
-    os.replace(output, backup)
-    try:
-        os.replace(staging, output)
-    except BaseException:
-        os.replace(backup, output)  # put the old folder back
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
 
 
 def _package_version() -> str:
@@ -627,7 +632,7 @@ def run(args: argparse.Namespace) -> int:
             private=args.private,
             svd_revision=args.svd_revision,
         )
-    except ConversionError as error:
+    except StableAnimatorError as error:  # exits with 1, as convert always has
         print(f"stableanimator convert: error: {error}", file=sys.stderr)
         return 1
     print(f"converted and verified: {output}")
