@@ -1,6 +1,10 @@
 """StableAnimator (CVPR 2025) identity-preserving human image animation, as a diffusers pipeline."""
 
-from . import _diffusers_registry
+from ._quiet import quiet_library_noise
+
+quiet_library_noise()
+
+from . import _diffusers_registry  # noqa: E402
 from .face_optimization import FaceOptimizationConfig
 from .models import ArcFaceIResNet, FaceEncoder, IDAdapterAttnProcessor, PoseNet, StableAnimatorUNetModel
 from .pipeline_stableanimator import StableAnimatorPipeline, StableAnimatorPipelineOutput

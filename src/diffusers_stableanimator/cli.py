@@ -42,24 +42,9 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt  # SIGTERM unwinds like Ctrl-C, so every staged output is removed on the way out
 
 
-def _quiet_libraries() -> None:
-    """Silence warnings a user of the commands can do nothing about."""
-    import logging
-    import warnings
-
-    class DropMessage(logging.Filter):
-        def filter(self, record):  # transformers' "install torchvision" hint: torchvision must stay out of the tree
-            return "requires torchvision" not in record.getMessage()
-
-    logging.getLogger("transformers.utils.import_utils").addFilter(DropMessage())
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"insightface(\.|$)")
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"skimage(\.|$)")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prefix = f"stableanimator {args.command}"
-    _quiet_libraries()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         module = importlib.import_module(args._module)

@@ -171,15 +171,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=2, help="denoising steps (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="optional GIF path for the (noise) frames")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-    import tempfile
-
     import torch
-    from diffusers.utils import export_to_gif
 
+    from .outputs import check_not_inputs, check_replaceable_file, check_writable
+    from .preprocessing.video_io import write_video
+
+    if args.frames < 1 or args.steps < 1:
+        raise ValueError(f"--frames and --steps must be at least 1, got {args.frames} and {args.steps}.")
+    if args.out:
+        if not args.out.lower().endswith(".gif"):
+            raise ValueError(f"--out must be a .gif path, got {args.out}.")
+        check_not_inputs({"--out": args.out}, {})
+        check_writable(args.out, "--out")
+        check_replaceable_file(args.out, "--out", args.overwrite)
+    print(f"Checking the install: {args.frames} frames, {args.steps} denoising steps of a tiny random model on the CPU.", flush=True)
     start = time.perf_counter()
     pipe = tiny_random_pipeline(seed=args.seed)
     image, poses, face_embeds = synthetic_inputs(args.frames, seed=args.seed)
@@ -190,12 +199,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"tiny random StableAnimator pipeline (random weights, the frames are noise): "
           f"{len(frames)} frames of {frames[0].size[0]}x{frames[0].size[1]} in {time.perf_counter() - start:.1f}s")
     if args.out:
-        if os.path.exists(args.out):
-            raise SystemExit(f"{args.out} exists; choose another --out path (nothing was overwritten).")
-        directory = os.path.dirname(os.path.abspath(args.out))
-        with tempfile.NamedTemporaryFile(dir=directory, suffix=".gif", delete=False) as tmp:
-            tmp_path = tmp.name
-        export_to_gif(frames, tmp_path)
-        os.replace(tmp_path, args.out)
+        write_video(args.out, frames, fps=7)
         print(f"wrote {args.out}")
     return 0

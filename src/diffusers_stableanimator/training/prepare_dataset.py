@@ -15,9 +15,7 @@ into place when complete; videos already prepared are skipped unless --overwrite
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 VIDEO_LIST = "videos.txt"
@@ -72,17 +70,21 @@ def face_mask(faces, width: int, height: int):
     return mask
 
 
+OWN_ENTRIES = ("images", "poses", "faces", "face_embedding.npy")  # what prepare_video writes in a video's folder
+
+
 def prepare_video(video: Path, target: Path, detector, analyzer, args) -> int:
     import numpy as np
     from PIL import Image
     from tqdm.auto import tqdm
 
     from ..preprocessing.drawing import draw_pose
+    from ..outputs import StagedOutputs
     from ..preprocessing.video_io import read_frames, write_frames
 
     frames = read_frames(video, stride=args.stride, max_frames=args.max_frames)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with StagedOutputs() as staged:  # the video's folder appears, or replaces the old one, only once complete
+        staging = staged.folder(target)
         write_frames(staging / "images", frames)
         poses = detector.detect_video(frames, progress=False)
         write_frames(staging / "poses", [draw_pose(pose, f.shape[1], f.shape[0]) for pose, f in zip(poses, frames)])
@@ -99,11 +101,6 @@ def prepare_video(video: Path, target: Path, detector, analyzer, args) -> int:
             raise ValueError(f"No face was detected in any frame of {video}; it cannot be used to train identity.")
         reference = Image.fromarray(frames[best[0]]).resize((args.width, args.height), Image.BILINEAR)
         np.save(staging / "face_embedding.npy", analyzer.get_embedding(reference, allow_no_face=True))
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return len(frames)
 
 
@@ -121,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
         prepared, failed = [], 0
         for video in videos:
             target = out / video.stem
+            foreign = sorted(p.name for p in target.iterdir() if p.name not in OWN_ENTRIES) if target.is_dir() else []
+            if foreign:
+                failed += 1
+                print(f"{video.name}: skipped: {target} holds files prepare-dataset does not write ({', '.join(foreign)}); move them away first.", file=sys.stderr)
+                continue
             if target.is_dir() and not args.overwrite:
                 print(f"{video.name}: already prepared, skipped ({target})")
                 prepared.append(target)
