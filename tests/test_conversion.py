@@ -312,3 +312,38 @@ def test_cli_push_to_hub_publishes_after_converting(sources, tmp_path):
         assert cli_main(["convert", "--official-dir", str(official), "--svd", str(svd), "--output", str(tmp_path / "o"),
                          "--push-to-hub", "someone/repo", "--private"]) == 0
     assert convert.call_args.kwargs["push_to_hub"] == "someone/repo" and convert.call_args.kwargs["private"] is True
+
+
+def test_verification_fails_on_a_weight_corrupted_in_value_with_the_same_shape(sources, converted, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    official, _, _ = sources
+    references = {"pose_net": conversion.load_official_state_dict(official / "Animation" / "pose_net.pth")}
+    folder = tmp_path / "copy"
+    shutil.copytree(converted, folder)
+    conversion.verify_converted(folder, references, "fp32")  # control: the intact folder verifies
+
+    weights = folder / "pose_net" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(weights)
+    key = next(k for k, v in tensors.items() if v.is_floating_point() and v.numel() > 1)
+    tensors[key] = tensors[key].clone()
+    tensors[key].view(-1)[0] += 0.5  # same shape and dtype, one value changed
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(ConversionError, match=f"pose_net.{key}"):
+        conversion.verify_converted(folder, references, "fp32")
+
+
+def test_cli_convert_push_to_hub_really_publishes_the_output(sources, tmp_path, capsys):
+    official, svd, _ = sources
+    out = tmp_path / "out"
+    with mock.patch("huggingface_hub.HfApi") as api_class:
+        assert cli_main(["convert", "--official-dir", str(official), "--svd", str(svd), "--output", str(out),
+                         "--face-encoder-heads", str(TINY_HEADS), "--push-to-hub", "someone/repo"]) == 0
+    assert "published to https://huggingface.co/someone/repo" in capsys.readouterr().out
+    api = api_class.return_value
+    api.create_repo.assert_called_once()
+    assert api.create_repo.call_args.kwargs["repo_id"] == "someone/repo"
+    api.upload_folder.assert_called_once()
+    kwargs = api.upload_folder.call_args.kwargs
+    assert kwargs["repo_id"] == "someone/repo" and Path(kwargs["folder_path"]).resolve() == out.resolve()
+    assert (out / "model_index.json").is_file()

@@ -314,7 +314,10 @@ def test_bfloat16_via_from_pretrained_dtype(tiny_pipe, inputs, tmp_path):
     assert id_weights and all(p.dtype == torch.bfloat16 for p in id_weights)
     frames = _run(pipe, image, poses, face_embeds)
     reference = _run(tiny_pipe, image, poses, face_embeds)
-    assert np.isfinite(frames).all() and np.abs(frames - reference).mean() < 0.05
+    # bf16 vs float32 measured 0.004 mean (0.04 max) on frames in [0, 1]; the bound is ~4x that, and well below
+    # what a real difference moves (another seed: ~0.075 measured, checked here; other face embedding: ~0.06).
+    assert np.isfinite(frames).all() and np.abs(frames - reference).mean() < 0.015
+    assert np.abs(_run(tiny_pipe, image, poses, face_embeds, seed=1) - reference).mean() > 0.05
 
 
 def test_face_embedding_from_a_face_analyzer(tiny_pipe, inputs, face_models, tmp_path):

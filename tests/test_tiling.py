@@ -37,3 +37,14 @@ def test_triangular_weights_for_16():
     expected = [0.0625, 0.1875, 0.3125, 0.4375, 0.5625, 0.6875, 0.8125, 0.9375]
     torch.testing.assert_close(blend_weights(16), torch.tensor(expected + expected[::-1]))
     torch.testing.assert_close(blend_weights(3), torch.tensor([1 / 3, 1.0, 1 / 3]))
+
+
+def test_layouts_listed_by_hand():
+    # F=20, T=16, overlap 4: the stride 12 does not reach the end, so a last tile is aligned to it.
+    assert temporal_tiles(20, 16, 4) == [[0, *range(1, 16)], [0, *range(5, 20)]]
+    # F=7, T=4, overlap 1: starts 0 and 3, then the stride stops; the end is reached already.
+    assert temporal_tiles(7, 4, 1) == [[0, 1, 2, 3], [0, 4, 5, 6]]
+    # F=9, T=4, overlap 2: starts 0, 2, 4; then a tile aligned to the end.
+    assert temporal_tiles(9, 4, 2) == [[0, 1, 2, 3], [0, 3, 4, 5], [0, 5, 6, 7], [0, 6, 7, 8]]
+    assert blend_weights(4).tolist() == [0.25, 0.75, 0.75, 0.25]
+    assert blend_weights(2).tolist() == [0.5, 0.5]

@@ -86,3 +86,26 @@ def test_temporal_processor_drops_face_tokens():
         out = attn(x, encoder_hidden_states=context)
         expected = attn.to_out[0](_plain_attention(attn.to_q(x), attn.to_k(context[:, :1]), attn.to_v(context[:, :1]), heads=2))
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_eps_is_added_to_a_small_face_std_not_used_as_a_floor():
+    """With a face-branch std comparable to eps, `std + eps` and `max(std, eps)` differ by ~2x: pin the former."""
+    attn = _attention()
+    processor = IDAdapterAttnProcessor(hidden_size=16, cross_attention_dim=12, num_tokens=4)
+    torch.nn.init.normal_(processor.id_to_k.weight)
+    torch.nn.init.normal_(processor.id_to_v.weight, std=1e-5)  # face values ~1e-5: their std is ~eps
+    attn.set_processor(processor)
+    x, context = torch.randn(3, 10, 16), torch.randn(3, 5, 12)
+
+    q = attn.to_q(x)
+    image = _plain_attention(q, attn.to_k(context[:, :1]), attn.to_v(context[:, :1]), heads=2)
+    face = _plain_attention(q, processor.id_to_k(context[:, 1:]), processor.id_to_v(context[:, 1:]), heads=2)
+    mu, sigma = image.mean(dim=(1, 2), keepdim=True), image.std(dim=(1, 2), keepdim=True)
+    mu_id, sigma_id = face.mean(dim=(1, 2), keepdim=True), face.std(dim=(1, 2), keepdim=True)
+    assert (0.2e-5 < sigma_id).all() and (sigma_id < 5e-5).all()
+    expected = attn.to_out[0](image + (face - mu_id) * sigma / (sigma_id + 1e-5) + mu)
+    floored = attn.to_out[0](image + (face - mu_id) * sigma / sigma_id.clamp(min=1e-5) + mu)
+    assert (expected - floored).abs().max() > 1e-2  # the two readings are far apart here
+
+    with torch.no_grad():  # measured difference 2.4e-7
+        torch.testing.assert_close(attn(x, encoder_hidden_states=context), expected, rtol=0, atol=1e-5)

@@ -123,3 +123,34 @@ def test_errors_are_explicit():
         fit_alignment(frame(REF_PIXELS, REF_W, REF_H), driving + [driving_from_reference(1, (0, 0), 640, 480)])
     with pytest.raises(AlignmentError, match="No driving frame shows a person"):
         fit_alignment(frame(REF_PIXELS, REF_W, REF_H), [PoseFrame.empty(64, 64)])
+
+
+def test_reference_joints_scored_exactly_0_3_are_left_out_of_the_fit():
+    ref_pixels = REF_PIXELS.copy()
+    ref_pixels[[10, 13]] = [5, 5]  # garbage ankle positions
+    drv = frame(REF_PIXELS * 0.7 + (50, 60), 1000, 1000)
+    fits = {}
+    for score in (0.0, 0.3, 0.31):
+        scores = np.ones(18)
+        scores[[10, 13]] = score
+        fits[score] = fit_alignment(frame(ref_pixels, REF_W, REF_H, scores=scores), [drv])
+    assert fits[0.3] == fits[0.0]  # 0.3 is not visible (score > 0.3 is)
+    assert abs(fits[0.31].scale[1] - fits[0.0].scale[1]) > 0.1  # control: visible garbage moves the fit
+
+
+def test_x_offset_is_the_mean_residual_not_the_median():
+    """bx = mean(ref_x - ax * drv_x) over the fit points, with ax = ay * (W_drv * H_ref) / (H_drv * W_ref)."""
+    w, h = 1000, 800
+    drv_pixels = REF_PIXELS * 0.5 + (100, 50)
+    drv_pixels[[0, 14, 15, 16, 17], 0] += 40  # the head pushed right: x residuals skewed, median != mean
+    reference = frame(REF_PIXELS, REF_W, REF_H)
+    t = fit_alignment(reference, [frame(drv_pixels, w, h)])
+    ids = [0, 1, 2, 5, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]
+    # y is an exact affine map: ref_y / H_ref = ay * drv_y / H_drv + by with drv_y = 0.5 * Y + 50
+    ay = h / (0.5 * REF_H)
+    assert t.scale[1] == pytest.approx(ay) and t.offset[1] == pytest.approx(-50 / (0.5 * REF_H))
+    ax = ay * (w * REF_H) / (h * REF_W)
+    residuals = REF_PIXELS[ids, 0] / REF_W - ax * drv_pixels[ids, 0] / w
+    assert abs(np.mean(residuals) - np.median(residuals)) > 1e-2
+    assert t.scale[0] == pytest.approx(ax)
+    assert t.offset[0] == pytest.approx(np.mean(residuals), abs=1e-12)

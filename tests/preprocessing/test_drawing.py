@@ -123,3 +123,34 @@ def test_multiple_people_and_empty_frame():
     )
     image = draw_pose(two)
     assert px(image, 0.4, 0.5) == (153, 0, 0) and px(image, 0.4, 0.7) == (153, 0, 0)
+
+
+# The OpenPose palette and the 17 drawn limbs (0-based joints), written out from preprocessing-facts.md section E.
+PALETTE = [
+    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0), (0, 255, 85),
+    (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255),
+    (255, 0, 170), (255, 0, 85),
+]
+LIMBS = [(1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13), (1, 0),
+         (0, 14), (14, 16), (0, 15), (15, 17)]
+
+
+@pytest.mark.parametrize("limb", range(17))
+def test_each_limb_has_its_palette_colour_dimmed(limb):
+    a, b = LIMBS[limb]
+    canvas = draw_pose_canvas(person({a: (0.3, 0.5), b: (0.5, 0.5)}, {a: 0.2, b: 1.0}))  # a below 0.3: no limb
+    assert px(canvas, 0.4, 0.5) == (0, 0, 0)
+    canvas = draw_pose_canvas(person({a: (0.3, 0.5), b: (0.5, 0.5)}, {a: 1.0, b: 1.0}))
+    assert px(canvas, 0.4, 0.5) == tuple(int(c * 0.6) for c in PALETTE[limb])  # the middle of the stick
+
+
+@pytest.mark.parametrize("joint", range(18))
+def test_each_joint_has_its_palette_colour(joint):
+    canvas = draw_pose_canvas(person({joint: (0.5, 0.5)}, {joint: 1.0}))  # alone: no limb, only the joint circle
+    assert px(canvas, 0.5, 0.5) == PALETTE[joint]
+    assert px(canvas, 0.5, 0.5 + 5 / S) == (0, 0, 0)  # radius 4
+
+
+def test_joint_scored_exactly_0_3_is_not_drawn_but_0_31_is():
+    assert draw_pose_canvas(person({5: (0.5, 0.5)}, {5: 0.3})).max() == 0
+    assert px(draw_pose_canvas(person({5: (0.5, 0.5)}, {5: 0.31})), 0.5, 0.5) == (int(85 * 0.31), int(255 * 0.31), 0)  # joint 5: (85, 255, 0) x score

@@ -93,3 +93,32 @@ def test_box_to_mask_round_trip():
     assert mask.shape == (24, 32) and mask.dtype == np.uint8 and mask.sum() == 255 * 15 * 5
     assert face_box_from_mask(mask) == box
     assert box_to_mask(None, 4, 4).max() == 0
+
+
+def test_default_margin_adds_35_percent_of_the_height_above_and_5_percent_elsewhere():
+    """docs/preprocessing.md: the default margin adds 35 % of the landmark box's height above, 5 % on the other sides."""
+    from diffusers_stableanimator.preprocessing import DEFAULT_FACE_BOX_MARGIN
+
+    assert DEFAULT_FACE_BOX_MARGIN == FaceBoxMargin(left=0.05, top=0.35, right=0.05, bottom=0.05)
+    # landmarks x 40..70, y 40..70 px (w = h = 30): x1 = 40 - 1.5, y1 = 40 - 10.5, x2 = 70 + 1.5, y2 = 70 + 1.5,
+    # then floor / ceil to whole pixels
+    pose = face_frame([(0.4, 0.2), (0.7, 0.2), (0.4, 0.35), (0.7, 0.35), (0.55, 0.3)])
+    assert face_box_from_pose(pose) == (38, 29, 72, 72)
+    assert face_boxes_from_poses([pose], 200, 400) == [(77, 59, 143, 143)]  # all doubled: 77.0, 59.0, 143.0, 143.0
+
+
+def test_face_points_scored_exactly_0_3_do_not_count():
+    assert face_box_from_pose(face_frame(CORNERS, scores=np.full(68, 0.3))) is None
+    assert face_box_from_pose(face_frame(CORNERS, scores=np.full(68, 0.31))) is not None
+
+
+def test_read_face_boxes_makes_the_inclusive_file_boxes_exclusive_and_scales_them(tmp_path):
+    import json
+
+    from diffusers_stableanimator.preprocessing import read_face_boxes
+
+    path = tmp_path / "face_boxes.json"
+    path.write_text(json.dumps({"width": 100, "height": 80, "boxes": [[10, 20, 29, 39], None, [0, 0, 99, 79]]}))
+    assert read_face_boxes(path) == [(10, 20, 30, 40), None, (0, 0, 100, 80)]
+    # At another output size the pixel spans [x1, x2 + 1) scale: 200 x 40 is x2 and y/2.
+    assert read_face_boxes(path, 200, 40) == [(20, 10, 60, 20), None, (0, 0, 200, 40)]

@@ -72,3 +72,15 @@ def test_read_errors(tmp_path):
         read_frames(tmp_path / "empty", stride=0)
     with pytest.raises(ValueError, match=".mp4 or .gif"):
         write_video(tmp_path / "a.avi", colour_frames(1))
+
+
+@pytest.mark.parametrize("fps", [5, 4, 10])
+def test_gif_frame_durations_follow_fps(tmp_path, fps):
+    """Each GIF frame lasts round(1000 / fps) ms (GIF stores centiseconds: these fps give whole centiseconds)."""
+    write_video(tmp_path / "a.gif", colour_frames(3), fps=fps)
+    with Image.open(tmp_path / "a.gif") as gif:
+        durations = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            durations.append(gif.info["duration"])
+    assert durations == [round(1000 / fps)] * 3
