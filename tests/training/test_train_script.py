@@ -63,6 +63,23 @@ def test_resume_latest_continues_from_the_saved_step(full_run, train_script, tin
     assert result["first_step"] == 4 and result["global_step"] == 5 and len(result["losses"]) == 1
 
 
+def check_lora_outputs(out, base):
+    """The LoRA covers to_q/to_k/to_v/to_out.0 of every UNet attention (docs/training.md); the ID-Adapter and PoseNet trained."""
+    from diffusers.models.attention_processor import Attention
+    from safetensors.torch import load_file
+
+    lora = load_file(str(out / "pytorch_lora_weights.safetensors"))
+    wrapped = {key[len("unet."):key.index(".lora.")] for key in lora}  # diffusers naming: <module>.lora.down/up.weight
+    assert {key[key.index(".lora.") + 1:] for key in lora} == {"lora.down.weight", "lora.up.weight"}
+    documented = ("to_q", "to_k", "to_v", "to_out.0")
+    assert wrapped == {f"{name}.{t}" for name, m in base.unet.named_modules() if isinstance(m, Attention) for t in documented}
+    id_adapter, unet = load_file(str(out / "id_adapter.safetensors")), _params(base.unet)
+    assert set(id_adapter) == {name for name in unet if ".processor.id_to_" in name} and id_adapter
+    assert all(not torch.equal(value, unet[name]) for name, value in id_adapter.items())
+    pose_net, base_pose_net = _params(type(base.pose_net).from_pretrained(out / "pose_net")), _params(base.pose_net)
+    assert all(not torch.equal(pose_net[name], base_pose_net[name]) for name in base_pose_net)
+
+
 def test_lora_training_saves_an_adapter_that_the_pipeline_loads(train_script, tiny_pipeline_dir, video_dataset, tmp_path):
     result = train_script.main(common_args(tiny_pipeline_dir, video_dataset, tmp_path, 4) + [
         "--lora-rank", "4", "--train-id-adapter", "--train-pose-net", "--gradient-checkpointing",
@@ -71,6 +88,7 @@ def test_lora_training_saves_an_adapter_that_the_pipeline_loads(train_script, ti
     assert np.isfinite(result["losses"]).all() and result["losses"][-1] < result["losses"][0]
     assert (tmp_path / "pytorch_lora_weights.safetensors").is_file() and (tmp_path / "id_adapter.safetensors").is_file()
     assert (tmp_path / "pose_net").is_dir() and not (tmp_path / "face_encoder").exists()
+    check_lora_outputs(tmp_path, StableAnimatorPipeline.from_pretrained(tiny_pipeline_dir))
 
     pipe = tiny_random_pipeline(seed=0)
     before = run_pipe(pipe)
@@ -98,3 +116,24 @@ def test_gradient_checkpointing_flag_defaults_to_whole_blocks(train_script):
     assert train_script.parse_args(base + ["--gradient-checkpointing", "layers"]).gradient_checkpointing == "layers"
     with pytest.raises(SystemExit):
         train_script.parse_args(base + ["--gradient-checkpointing", "everything"])
+
+
+def _params(module):
+    return {name: p.detach() for name, p in module.named_parameters()}
+
+
+def test_full_training_changes_exactly_the_documented_parameters(full_run, tiny_pipeline_dir):
+    """Full mode trains PoseNet, FaceEncoder and every UNet parameter whose name contains `attentions`; nothing else moves."""
+    out, _ = full_run
+    trained, base = StableAnimatorPipeline.from_pretrained(out), StableAnimatorPipeline.from_pretrained(tiny_pipeline_dir)
+    for component in ("unet", "pose_net", "face_encoder", "vae", "image_encoder"):
+        after, before = _params(getattr(trained, component)), _params(getattr(base, component))
+        assert after.keys() == before.keys()
+        changed = {name for name in after if not torch.equal(after[name], before[name])}
+        if component == "unet":
+            expected = {name for name in after if "attentions" in name}
+        elif component in ("pose_net", "face_encoder"):
+            expected = set(after)
+        else:
+            expected = set()
+        assert changed == expected, component
