@@ -66,6 +66,7 @@ def check_not_inputs(outputs: Mapping[str, str | os.PathLike | None], inputs: Ma
             how = relation(path, source)
             if how:
                 raise StableAnimatorError(f"{name} {path} {how} the input {other} {source}; choose an output outside your inputs (nothing was written).")
+    for name, path in outputs.items():
         for other, other_path in outputs.items():
             how = relation(path, other_path) if other != name else None
             if how in ("is", "lies inside"):

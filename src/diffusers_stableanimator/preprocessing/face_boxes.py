@@ -181,9 +181,14 @@ def read_face_boxes(path: str | os.PathLike, width: int | None = None, height: i
     with x2/y2 *exclusive* (the file's are inclusive), scaled to `width` x `height` (default: the file's size)."""
     import json
 
-    with open(path) as f:
-        summary = json.load(f)
-    sx = (width or summary["width"]) / summary["width"]
-    sy = (height or summary["height"]) / summary["height"]
-    return [None if b is None else (b[0] * sx, b[1] * sy, (b[2] + 1) * sx, (b[3] + 1) * sy) for b in summary["boxes"]]
+    from ..errors import StableAnimatorError
+
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+        sx = (width or summary["width"]) / summary["width"]
+        sy = (height or summary["height"]) / summary["height"]
+        return [None if b is None else (b[0] * sx, b[1] * sy, (b[2] + 1) * sx, (b[3] + 1) * sy) for b in summary["boxes"]]
+    except (ValueError, KeyError, TypeError, IndexError, ZeroDivisionError) as error:
+        raise StableAnimatorError(f"{path} is not a valid face_boxes.json ({type(error).__name__}: {error}); run extract-poses again to rewrite it.") from None
 
