@@ -70,9 +70,9 @@ def _to_pil_rgb(image: Any, what: str) -> PIL.Image.Image:
 
 def limit_reference_size(image: PIL.Image.Image, height: int, width: int, clip_size: int) -> PIL.Image.Image:
     """Shrink a very large reference by a whole factor (box filter) so that its memory follows the output size, not
-    the photo's: each side stays at least twice what the VAE (`width` x `height`) and CLIP (`clip_size`) resize it
-    to, so ordinary photos are left untouched."""
-    factor = min(image.size[0] // (2 * max(width, clip_size)), image.size[1] // (2 * max(height, clip_size)))
+    the photo's: each side stays at least four times what the VAE (`width` x `height`) and CLIP (`clip_size`) resize
+    it to, so ordinary photos (a 12 MP phone photo at 512x512 too) reach the preprocessing untouched."""
+    factor = min(image.size[0] // (4 * max(width, clip_size)), image.size[1] // (4 * max(height, clip_size)))
     return image.reduce(factor) if factor >= 2 else image
 
 
@@ -426,8 +426,8 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         # 0. Normalise the inputs (RGBA / greyscale / arrays -> RGB PIL)
         image = _to_pil_rgb(image, "image")
         poses = [_to_pil_rgb(pose, f"poses[{i}]") for i, pose in enumerate(_pose_list(poses))]
-        width = width or (poses[0].size[0] if poses else 0)
-        height = height or (poses[0].size[1] if poses else 0)
+        width = width if width is not None else (poses[0].size[0] if poses else 64)
+        height = height if height is not None else (poses[0].size[1] if poses else 64)
         if face_embeds is not None:
             face_embeds = self._face_embeds_tensor(face_embeds)
 
