@@ -270,11 +270,11 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         pixels = pixels + noise_aug_strength * noise
         needs_upcasting = self.vae.dtype == torch.float16 and self.vae.config.force_upcast
         vae_dtype = torch.float32 if needs_upcasting else self.vae.dtype
-        if needs_upcasting:
-            self.vae.to(dtype=torch.float32)
+        if needs_upcasting:  # plain casts: ModelMixin.to prints an empty "keep in float32" note on every call
+            torch.nn.Module.to(self.vae, dtype=torch.float32)
         latents = self.vae.encode(pixels.to(vae_dtype)).latent_dist.mode()
         if needs_upcasting:
-            self.vae.to(dtype=torch.float16)
+            torch.nn.Module.to(self.vae, dtype=torch.float16)
         return latents.unsqueeze(1).to(dtype)
 
     def get_add_time_ids(self, fps, motion_bucket_id, noise_aug_strength, dtype, device) -> torch.Tensor:
