@@ -489,10 +489,12 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
             for i, t in enumerate(timesteps):
                 noise_pred = self.predict_noise(latents, t, conditioning, self._guidance_scale, tiles)
                 if face_objective is not None and self.scheduler.is_face_optimization_step(self.scheduler.step_index):
+                    progress_bar.set_postfix_str("face optimisation", refresh=True)  # these steps take much longer
                     # prepared(): decoder and recognizer frozen in float32 through the step's forward and backward passes
                     with face_objective.prepared():
                         latents = self.scheduler.step(noise_pred, t, latents, return_dict=False, face_objective=face_objective)[0]
                 else:
+                    progress_bar.set_postfix_str("", refresh=False)
                     latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]
 
                 if callback_on_step_end is not None:
