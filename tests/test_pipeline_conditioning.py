@@ -143,15 +143,18 @@ def test_image_encoder_receives_clip_normalised_reference(tiny_pipe, inputs):
     torch.testing.assert_close(seen[0], _independent_clip_input(_pixels(image)), rtol=ATOL, atol=ATOL)
 
 
-def test_pose_frames_of_another_size_are_resized_bilinear(tiny_pipe, inputs):
+def test_pose_frames_of_another_size_are_resized_bicubic_as_the_official_loader(tiny_pipe, inputs):
+    """The official training and inference code load pose PNGs with PIL's `.resize((W, H))`, whose default filter for
+    RGB is bicubic; the pipeline must feed PoseNet exactly that."""
     image, poses, face_embeds = inputs(3)
-    big = [p.resize((2 * TINY_SIZE, 2 * TINY_SIZE), PIL.Image.NEAREST) for p in poses]
+    big = [p.resize((2 * TINY_SIZE + 6, 2 * TINY_SIZE - 10), PIL.Image.NEAREST) for p in poses]
     seen = []
     tiny_pipe.pose_net.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone()))
     _call(tiny_pipe, image, big, face_embeds, height=TINY_SIZE, width=TINY_SIZE)
-    expected = torch.cat([_pixels(p.resize((TINY_SIZE, TINY_SIZE), PIL.Image.BILINEAR)) for p in big])
-    nearest = torch.cat([_pixels(p.resize((TINY_SIZE, TINY_SIZE), PIL.Image.NEAREST)) for p in big])
-    assert (expected - nearest).abs().max() > 0.1  # the filter is visible in this input
+    expected = torch.cat([_pixels(p.resize((TINY_SIZE, TINY_SIZE))) for p in big])  # PIL's default filter
+    for other in (PIL.Image.BILINEAR, PIL.Image.NEAREST):
+        different = torch.cat([_pixels(p.resize((TINY_SIZE, TINY_SIZE), other)) for p in big])
+        assert (expected - different).abs().max() > 0.1  # the filter is visible in this input
     torch.testing.assert_close(seen[0], expected, rtol=0, atol=1e-6)
 
 

@@ -21,6 +21,7 @@ from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 from .lora import StableAnimatorLoraLoaderMixin
 from .face_optimization import FaceOptimizationConfig, build_face_objective, check_face_optimization_inputs
 from .images import from_array, to_rgb
+from .preprocessing.drawing import resize_pose_image
 from .models import ArcFaceIResNet, FaceEncoder, PoseNet, StableAnimatorUNetModel
 from .schedulers import HJBEulerScheduler
 from .tiling import blend_weights, temporal_tiles
@@ -234,10 +235,11 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
 
     # ------------------------------------------------------------------------------------------------ inputs
     def prepare_pose_images(self, poses: list[PIL.Image.Image], height: int, width: int, device, dtype) -> torch.Tensor:
-        """RGB pose frames -> `(frames, 3, height, width)` in [-1, 1]. Frames of another size are resized."""
+        """RGB pose frames -> `(frames, 3, height, width)` in [-1, 1]. Frames of another size are resized as the
+        official code loads pose images (PIL bicubic): draw them at the source size, not at the output size."""
         if any(pose.size != (width, height) for pose in poses):
-            logger.warning(f"Resizing pose frames to the output size {width}x{height}; draw them at that size to avoid it.")
-            poses = [pose if pose.size == (width, height) else pose.resize((width, height), PIL.Image.BILINEAR) for pose in poses]
+            logger.info(f"Resizing pose frames to the output size {width}x{height} (bicubic, as the model was trained).")
+            poses = [resize_pose_image(pose, width, height) for pose in poses]
         pixels = torch.from_numpy(np.stack([np.asarray(pose) for pose in poses])).permute(0, 3, 1, 2)
         return (pixels.to(device=device, dtype=torch.float32) / 127.5 - 1.0).to(dtype)
 

@@ -59,6 +59,11 @@ def test_extract_poses_size_no_align_and_overwrite(tmp_path, inputs, pose_models
     assert len(list(out.glob("frame_*.png"))) == 4
     with Image.open(out / "frame_3.png") as image:
         assert image.size == (64, 96)
+        # Drawn at the reference's 256x384, then resized with PIL's default filter, as the official path does.
+        pose = load_poses(out / "keypoints.npz")[3]
+        assert (pose.width, pose.height) == (256, 384)
+        expected = np.asarray(Image.fromarray(draw_pose(pose)).resize((64, 96)))
+        np.testing.assert_array_equal(np.asarray(image.convert("RGB")), expected)
     # a non-empty output folder is refused without --overwrite
     assert cli.main(args) == 2
     assert "holds earlier outputs; pass --overwrite" in capsys.readouterr().err

@@ -154,3 +154,23 @@ def test_each_joint_has_its_palette_colour(joint):
 def test_joint_scored_exactly_0_3_is_not_drawn_but_0_31_is():
     assert draw_pose_canvas(person({5: (0.5, 0.5)}, {5: 0.3})).max() == 0
     assert px(draw_pose_canvas(person({5: (0.5, 0.5)}, {5: 0.31})), 0.5, 0.5) == (int(85 * 0.31), int(255 * 0.31), 0)  # joint 5: (85, 255, 0) x score
+
+
+def test_pose_images_are_drawn_at_the_source_size_then_resized_like_the_official_loader():
+    """Official path: draw at the source (reference) size, save, load at the output size with PIL's default
+    (bicubic) resize. Drawing straight at the output size is a different, thinner picture."""
+    from PIL import Image
+
+    from diffusers_stableanimator.preprocessing import render_pose
+
+    pose = person({0: (0.5, 0.2), 1: (0.5, 0.3), 2: (0.4, 0.3), 3: (0.35, 0.45), 5: (0.6, 0.3), 8: (0.45, 0.6), 9: (0.45, 0.8)},
+                  {j: 0.9 for j in (0, 1, 2, 3, 5, 8, 9)}, size=(1280, 886))
+    source = draw_pose(pose)
+    assert source.shape == (886, 1280, 3)
+    expected = np.asarray(Image.fromarray(source).resize((512, 512)))  # PIL's default filter, as the official loader
+    rendered = render_pose(pose, 512, 512)
+    np.testing.assert_array_equal(rendered, expected)
+    direct = draw_pose(pose, 512, 512)
+    assert (np.abs(direct.astype(int) - expected.astype(int)).max(axis=2) > 0).sum() > 500  # the old path differed
+    assert (direct.max(axis=2) > 0).sum() < 0.9 * (expected.max(axis=2) > 0).sum()  # thinner lines
+    np.testing.assert_array_equal(render_pose(pose, 1280, 886), source)  # same size: no resize at all

@@ -13,6 +13,9 @@ Rules reproduced from the training-time drawing:
   face: 68 grey points; no score threshold for hands and face, brightness follows the score;
 - a point is drawn only when its integer canvas coordinate is >= 1 on both axes.
 Colours below are RGB, and the returned image is RGB.
+
+The official scripts save that picture at the source size (the reference's, after alignment) and load it at the
+generation size with PIL's default bicubic resize; `render_pose` reproduces both steps.
 """
 
 from __future__ import annotations
@@ -149,3 +152,20 @@ def draw_pose(pose: PoseFrame, width: int | None = None, height: int | None = No
 
 def draw_poses(poses: Sequence[PoseFrame], width: int | None = None, height: int | None = None) -> list[np.ndarray]:
     return [draw_pose(p, width, height) for p in poses]
+
+
+def resize_pose_image(image, width: int, height: int):
+    """A pose image (PIL) at `width` x `height` as the model saw it: PIL's bicubic resize, the default filter with
+    which the official training and inference code load pose PNGs of another size."""
+    from PIL import Image
+
+    return image if image.size == (width, height) else image.resize((width, height), Image.BICUBIC)
+
+
+def render_pose(pose: PoseFrame, width: int, height: int) -> np.ndarray:
+    """The pose image the model sees at `width` x `height`, pixel for pixel as in the official path: drawn at the
+    pose's own size (the source frame's, or the reference's after alignment), then resized with `resize_pose_image`.
+    Drawing straight at another size gives thinner, more jagged strokes than the training data."""
+    from PIL import Image
+
+    return np.asarray(resize_pose_image(Image.fromarray(draw_pose(pose)), width, height))

@@ -81,7 +81,7 @@ def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
     from ..images import REFERENCE_MIN_SIDE, open_image
     from ..outputs import StagedOutputs
     from .alignment import align_poses
-    from .drawing import draw_pose
+    from .drawing import render_pose
     from .dwpose import DWPoseDetector
     from .face_boxes import DEFAULT_FACE_BOX_MARGIN, FaceBoxMargin, face_boxes_from_poses, margin_to_dict
     from .keypoints import save_poses
@@ -121,7 +121,7 @@ def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
     with StagedOutputs() as staged:
         out = staged.folder(args.out)
         for i, pose in enumerate(tqdm(aligned, desc="Drawing", unit="frame")):
-            write_image(out / f"frame_{i}.png", draw_pose(pose, width, height))
+            write_image(out / f"frame_{i}.png", render_pose(pose, width, height))
         save_poses(out / "keypoints.npz", aligned, scale=np.array(transform.scale), offset=np.array(transform.offset))
         if reference_pose is not None:
             save_poses(out / "reference_keypoints.npz", [reference_pose])
