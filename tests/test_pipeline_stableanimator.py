@@ -272,6 +272,19 @@ np.save(r"{tmp_path / 'out.npy'}", frames)
     assert np.abs(_run(tiny_pipe, image, poses, face_embeds, fps=8) - expected).max() > 1e-2
 
 
+def test_generic_diffusers_loader_returns_our_pipeline_and_saved_names_are_portable(tiny_pipe, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    tiny_pipe.save_pretrained(tmp_path / "pipe")
+    index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
+    # transformers 4.x has no CLIPImageProcessorPil: the portable name loads under every allowed version.
+    assert index["feature_extractor"] == ["transformers", "CLIPImageProcessor"]
+    pipe = DiffusionPipeline.from_pretrained(tmp_path / "pipe")
+    assert type(pipe) is StableAnimatorPipeline and type(pipe.unet).__name__ == "StableAnimatorUNetModel"
+    for key, tensor in tiny_pipe.pose_net.state_dict().items():
+        assert torch.equal(pipe.pose_net.state_dict()[key], tensor), key
+
+
 def test_from_pretrained_with_a_hub_repo_id_without_network(tiny_pipe, tmp_path, monkeypatch):
     """The Hub path (`DiffusionPipeline.download`) accepts this package's library name. The Hub client is mocked:
     it serves the files of a local folder as if they were the repo's."""

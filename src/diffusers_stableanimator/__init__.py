@@ -25,3 +25,4 @@ __all__ = [
 ]
 
 _diffusers_registry.register(["ArcFaceIResNet", "FaceEncoder", "HJBEulerScheduler", "PoseNet", "StableAnimatorUNetModel"])
+_diffusers_registry.expose_pipeline(StableAnimatorPipeline)

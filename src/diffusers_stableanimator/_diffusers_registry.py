@@ -4,6 +4,10 @@
 and `DiffusionPipeline.download` (the path taken for a Hub repo id) accepts that library name instead of
 rejecting it as "not a module in 'diffusers/pipelines'". The table maps each of our classes to its save and
 load methods, exactly as diffusers' own entry does for `ModelMixin` and `SchedulerMixin`.
+
+`DiffusionPipeline.from_pretrained` finds a pipeline class by the `_class_name` of `model_index.json` as an
+attribute of the `diffusers` module, so the pipeline class is exposed there too: after `import
+diffusers_stableanimator`, the generic loader returns a `StableAnimatorPipeline`.
 """
 
 from __future__ import annotations
@@ -18,3 +22,9 @@ def register(class_names: list[str]) -> None:
     pipeline_loading_utils.LOADABLE_CLASSES[LIBRARY_NAME] = methods
     # The same dict object is imported by pipeline_utils; update it in place.
     pipeline_loading_utils.ALL_IMPORTABLE_CLASSES.update(methods)
+
+
+def expose_pipeline(pipeline_class) -> None:
+    import diffusers
+
+    setattr(diffusers, pipeline_class.__name__, pipeline_class)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -152,6 +153,20 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
         self.video_processor = VideoProcessor(do_resize=True, vae_scale_factor=self.vae_scale_factor)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' `save_pretrained`, recording the CLIP processor by its portable name: transformers 5 without
+        torchvision loads `CLIPImageProcessor` as `CLIPImageProcessorPil` and would record that, which transformers
+        4.x cannot load. Every version loads `CLIPImageProcessor`."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        index_path = os.path.join(save_directory, "model_index.json")
+        with open(index_path) as f:
+            index = json.load(f)
+        if index.get("feature_extractor") == ["transformers", "CLIPImageProcessorPil"]:
+            index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
+            with open(index_path, "w") as f:
+                json.dump(index, f, indent=2, sort_keys=True)
+                f.write("\n")
 
     # ------------------------------------------------------------------------------------------------ checks
     def check_components(self) -> None:
