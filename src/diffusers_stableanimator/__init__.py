@@ -1,28 +1,26 @@
-"""StableAnimator (CVPR 2025) identity-preserving human image animation, as a diffusers pipeline."""
+"""StableAnimator (CVPR 2025) identity-preserving human image animation, as a diffusers pipeline.
 
+The public names are imported on first use (see `_lazy.py`). Importing the pipeline registers this package's
+classes with diffusers' loader, so that `DiffusionPipeline.from_pretrained` also returns a `StableAnimatorPipeline`.
+"""
+
+from ._lazy import lazy_exports
 from ._quiet import quiet_library_noise
 
 quiet_library_noise()
 
-from . import _diffusers_registry  # noqa: E402
-from .face_optimization import FaceOptimizationConfig
-from .models import ArcFaceIResNet, FaceEncoder, IDAdapterAttnProcessor, PoseNet, StableAnimatorUNetModel
-from .pipeline_stableanimator import StableAnimatorPipeline, StableAnimatorPipelineOutput
-from .schedulers import HJBEulerScheduler
-
 __version__ = "0.1.0"
 
-__all__ = [
-    "ArcFaceIResNet",
-    "FaceEncoder",
-    "FaceOptimizationConfig",
-    "HJBEulerScheduler",
-    "IDAdapterAttnProcessor",
-    "PoseNet",
-    "StableAnimatorPipeline",
-    "StableAnimatorPipelineOutput",
-    "StableAnimatorUNetModel",
-]
-
-_diffusers_registry.register(["ArcFaceIResNet", "FaceEncoder", "HJBEulerScheduler", "PoseNet", "StableAnimatorUNetModel"])
-_diffusers_registry.expose_pipeline(StableAnimatorPipeline)
+_EXPORTS = {
+    "ArcFaceIResNet": ".models",
+    "FaceEncoder": ".models",
+    "FaceOptimizationConfig": ".face_optimization",
+    "HJBEulerScheduler": ".schedulers",
+    "IDAdapterAttnProcessor": ".models",
+    "PoseNet": ".models",
+    "StableAnimatorPipeline": ".pipeline_stableanimator",
+    "StableAnimatorPipelineOutput": ".pipeline_stableanimator",
+    "StableAnimatorUNetModel": ".models",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -19,6 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+from . import _diffusers_registry
 from .lora import StableAnimatorLoraLoaderMixin
 from .face_optimization import FaceOptimizationConfig, build_face_objective, check_face_optimization_inputs
 from .images import from_array, to_rgb
@@ -533,3 +534,7 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
             return (frames,)
         return StableAnimatorPipelineOutput(frames=frames)
 
+
+# diffusers' loader must know this package's classes before any `from_pretrained` of a pipeline.
+_diffusers_registry.register(["ArcFaceIResNet", "FaceEncoder", "HJBEulerScheduler", "PoseNet", "StableAnimatorUNetModel"])
+_diffusers_registry.expose_pipeline(StableAnimatorPipeline)
