@@ -34,9 +34,9 @@ image = load_image(args.image)
 poses = [load_image(str(path)) for path in list_frame_files(args.poses)]
 width, height = poses[0].size
 
-# The released weights were trained on the embedding of the reference resized to the generation size.
+# The embedding the released weights were trained with (reference resized to the generation size, BGR).
 analyzer = FaceAnalyzer(args.face_models, device=device)
-face_embeds = analyzer.get_embedding(image.resize((width, height)))
+face_embeds = analyzer.reference_embedding(image, width, height)
 
 face_optimization = {}
 boxes_file = Path(args.poses) / "face_boxes.json"  # written by `stableanimator extract-poses`

@@ -356,9 +356,13 @@ def test_face_embedding_from_a_face_analyzer(tiny_pipe, inputs, face_models, tmp
     image, poses, _ = inputs(3)
     image = image.resize((200, 300))
     analyzer = FaceAnalyzer(face_models)
-    # Training convention: the reference is analysed at the output size (here the poses' 64x64).
-    expected_embedding = analyzer.get_embedding(image.resize((64, 64), PIL.Image.BILINEAR))
+    # Training recipe: the reference resized to the output size (here the poses' 64x64) with OpenCV's bilinear
+    # resize (no anti-aliasing), then analysed in BGR. Pillow's anti-aliased BILINEAR gives another embedding.
+    import cv2
+
+    expected_embedding = analyzer.get_embedding(cv2.resize(np.asarray(image), (64, 64), interpolation=cv2.INTER_LINEAR))
     assert np.abs(expected_embedding).sum() > 0
+    assert np.abs(analyzer.get_embedding(image.resize((64, 64), PIL.Image.BILINEAR)) - expected_embedding).max() > 1e-3
     expected = _run(tiny_pipe, image, poses, expected_embedding)
     np.testing.assert_array_equal(_run(tiny_pipe, image, poses, None, face_analyzer=analyzer), expected)
     np.testing.assert_array_equal(_run(tiny_pipe, image, poses, None, face_analyzer=str(face_models)), expected)

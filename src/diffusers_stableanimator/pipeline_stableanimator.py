@@ -268,13 +268,13 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
 
     @staticmethod
     def embed_face(image: PIL.Image.Image, face_analyzer: Any, width: int, height: int, allow_no_face: bool = False) -> np.ndarray:
-        """The raw ArcFace embedding of the reference's largest face, with the training convention (the reference
-        resized to the output size; the analyzer's default BGR input)."""
+        """The raw ArcFace embedding of the reference's largest face, by the training recipe
+        (`FaceAnalyzer.reference_embedding`)."""
         if isinstance(face_analyzer, (str, os.PathLike)):
             from .preprocessing.face_analysis import FaceAnalyzer
 
             face_analyzer = FaceAnalyzer(face_analyzer)
-        return face_analyzer.get_embedding(image.resize((width, height), PIL.Image.BILINEAR), allow_no_face=allow_no_face)
+        return face_analyzer.reference_embedding(image, width, height, allow_no_face=allow_no_face)
 
     def encode_face(self, face_embeds: torch.Tensor, clip_embeds: torch.Tensor) -> torch.Tensor:
         """Raw ArcFace embedding + CLIP embedding -> face tokens `(1, num_tokens, dim)`."""

@@ -49,6 +49,20 @@ def test_prepare_dataset_builds_the_training_layout(tmp_path, pose_models, face_
     item = dataset[0]
     assert item["pixel_values"].shape == (2, 3, 64, 64) and item["face_masks"].shape == (2, 1, 64, 64)
 
+    # The embedding follows the training recipe, written out here: the frame with the largest face (the generated
+    # detector finds the same face in every frame, so the first) resized with OpenCV's bilinear resize, then BGR.
+    import cv2
+
+    from diffusers_stableanimator.preprocessing import FaceAnalyzer, read_frames
+
+    first = read_frames(videos / "a.mp4", stride=2)[0]
+    expected = FaceAnalyzer(face_models).get_embedding(cv2.resize(first, (64, 64), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_allclose(np.load(out / "a" / "face_embedding.npy"), expected, rtol=0, atol=1e-5)
+
     capsys.readouterr()
     assert main(args) == 0  # a second run skips what is done
     assert capsys.readouterr().out.count("already prepared") == 2
+    (out / "b" / "notes.txt").write_text("the user's")
+    assert main(args + ["--overwrite"]) == 1  # b holds a file prepare-dataset does not write: skipped, kept
+    assert "holds files prepare-dataset does not write (notes.txt)" in capsys.readouterr().err
+    assert (out / "b" / "notes.txt").read_text() == "the user's"

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import ModelFilesNotFoundError, check_files, load_onnx_model, load_rgb, models_root, onnx_providers
+from ._common import ModelFilesNotFoundError, check_files, load_onnx_model, load_rgb, models_root, onnx_providers, require_cv2
 
 FACE_MODELS_ENV = "STABLEANIMATOR_FACE_MODELS"
 DETECTOR_FILE = "scrfd_10g_bnkps.onnx"
@@ -167,6 +167,18 @@ class FaceAnalyzer:
             "frontal face: use a photo where the face is at least ~64 px wide and not cut off. To go on "
             "without identity guidance, pass allow_no_face=True (a zero embedding is used)."
         )
+
+    def reference_embedding(self, image: Any, width: int, height: int, allow_no_face: bool = False) -> np.ndarray:
+        """The reference's embedding as the released weights were trained on it: the one recipe of the package.
+
+        Training read the reference with OpenCV, resized it to the training size with `cv2.resize` (bilinear,
+        no anti-aliasing) and gave insightface a BGR image; so this resizes to the generation size `width` x
+        `height` the same way and analyses with this analyzer's colour order (BGR by default). Pillow's resize
+        filters anti-alias when shrinking and give another embedding."""
+        rgb = load_rgb(image)
+        if (rgb.shape[1], rgb.shape[0]) != (width, height):
+            rgb = require_cv2().resize(rgb, (width, height), interpolation=require_cv2().INTER_LINEAR)
+        return self.get_embedding(rgb, allow_no_face=allow_no_face)
 
     def get_embedding(self, image: Any, allow_no_face: bool = False) -> np.ndarray:
         """Raw (512,) float32 ArcFace embedding of the largest face. With `allow_no_face=True` a face-less

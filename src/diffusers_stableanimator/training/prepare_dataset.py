@@ -99,8 +99,7 @@ def prepare_video(video: Path, target: Path, detector, analyzer, args) -> int:
             Image.fromarray(mask).save(staging / "faces" / f"frame_{index}.png")
         if best is None:
             raise ValueError(f"No face was detected in any frame of {video}; it cannot be used to train identity.")
-        reference = Image.fromarray(frames[best[0]]).resize((args.width, args.height), Image.BILINEAR)
-        np.save(staging / "face_embedding.npy", analyzer.get_embedding(reference, allow_no_face=True))
+        np.save(staging / "face_embedding.npy", analyzer.reference_embedding(frames[best[0]], args.width, args.height, allow_no_face=True))
     return len(frames)
 
 
