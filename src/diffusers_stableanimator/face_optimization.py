@@ -25,10 +25,10 @@ from diffusers.utils import logging
 from torch import nn
 
 from .models.arcface import ARCFACE_INPUT_SIZE
+from .preprocessing.face_boxes import Box
 
 logger = logging.get_logger(__name__)
 
-Box = tuple[int, int, int, int]  # (x1, y1, x2, y2) in pixels, x2/y2 exclusive like PIL's crop
 
 NO_RECOGNIZER_MESSAGE = (
     "Face optimisation needs the pipeline's `face_recognizer` component (a differentiable ArcFace), but it is None. "

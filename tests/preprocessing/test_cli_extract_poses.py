@@ -83,8 +83,11 @@ def test_extract_poses_with_face_models_calibrates_margin(tmp_path, inputs, pose
     assert boxes["margin_source"] == "reference"
     # The 256x384 reference is letterboxed with det_scale 640/384: the known face box shrinks by 0.6.
     np.testing.assert_allclose(boxes["reference_box"], np.array([256, 176, 384, 336]) * 0.6, atol=0.01)
-    # Frame 0 shows the same (aligned) person as the reference, so its box equals the detector's box.
-    np.testing.assert_allclose(boxes["boxes"][0], boxes["reference_box"], atol=1.5)
+    # Frame 0 shows the same (aligned) person as the reference, so its box equals the detector's box: the first
+    # pixels inside, and the last ones (x2/y2 are exclusive, one past them), within rounding to whole pixels.
+    assert boxes["box_convention"] == "x2/y2 exclusive"
+    x1, y1, x2, y2 = boxes["boxes"][0]
+    np.testing.assert_allclose([x1, y1, x2 - 1, y2 - 1], boxes["reference_box"], atol=1.5)
 
 
 def test_extract_poses_errors(tmp_path, inputs, pose_models, capsys):

@@ -5,7 +5,7 @@ Writes into --out:
 - `frame_<i>.png`: the skeleton images, i = 0, 1, ... (the pipeline's `poses`);
 - `keypoints.npz`: the aligned keypoints (`load_poses`), with the alignment as `extra_scale`/`extra_offset`;
 - `reference_keypoints.npz`: the reference photo's keypoints (when a reference is given);
-- `face_boxes.json`: per-frame face boxes [x1, y1, x2, y2] (inclusive, output pixels) or null.
+- `face_boxes.json`: per-frame face boxes [x1, y1, x2, y2] (output pixels, x2/y2 exclusive) or null.
 
 The folder is written under a temporary name and appears only once complete. An existing --out is replaced only
 with --overwrite and only if it holds nothing but these files.
@@ -83,7 +83,7 @@ def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
     from .alignment import align_poses
     from .drawing import render_pose
     from .dwpose import DWPoseDetector
-    from .face_boxes import DEFAULT_FACE_BOX_MARGIN, FaceBoxMargin, face_boxes_from_poses, margin_to_dict
+    from .face_boxes import BOX_CONVENTION, DEFAULT_FACE_BOX_MARGIN, FaceBoxMargin, face_boxes_from_poses, margin_to_dict
     from .keypoints import save_poses
     from .video_io import read_frames, write_image
 
@@ -115,6 +115,7 @@ def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
         "margin": margin_to_dict(margin),
         "margin_source": margin_source,
         "reference_box": reference_box,
+        "box_convention": BOX_CONVENTION,
         "boxes": [list(b) if b is not None else None for b in boxes],
     }
     # The folder appears only when complete: an interrupted run leaves no partial pose set for `animate` to take.

@@ -11,7 +11,9 @@ Two sources:
    bounding box of the pixels above a threshold (not `== 255`, so anti-aliased, JPEG or resized masks
    work), rescaled from the mask's size to the output size. Empty masks give `None`.
 
-Boxes are (x1, y1, x2, y2) integer pixel coordinates with *inclusive* bounds, clipped to the image.
+Boxes are `Box`: (x1, y1, x2, y2) integer pixels with x2/y2 *exclusive*, like PIL's crop and numpy slices, clipped
+to the image: the one box type of the package (face optimisation, the CLI, `face_boxes.json`). The official
+scripts' masks and boxes are inclusive; `inclusive_to_exclusive` is the one place that converts them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import numpy as np
 
 from .keypoints import PoseFrame
 
-Box = tuple[int, int, int, int]
+Box = tuple[int, int, int, int]  # (x1, y1, x2, y2) in pixels, x2/y2 exclusive like PIL's crop
+
+BOX_CONVENTION = "x2/y2 exclusive"  # recorded in face_boxes.json
 
 # A face landmark counts when its score is above this; fewer than MIN_FACE_POINTS visible points
 # is treated as "no face" (a box from two or three stray points is not a face).
@@ -78,9 +82,16 @@ def landmark_box(pose: PoseFrame, person: int = 0, threshold: float = FACE_POINT
     return float(x1), float(y1), float(x2), float(y2)
 
 
+def inclusive_to_exclusive(box: Sequence[float]) -> tuple:
+    """An official-style box whose x2/y2 are the last pixels inside -> a `Box` (x2/y2 one past them)."""
+    x1, y1, x2, y2 = box
+    return (x1, y1, x2 + 1, y2 + 1)
+
+
 def _clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> Box | None:
-    box = (max(0, math.floor(x1)), max(0, math.floor(y1)), min(width - 1, math.ceil(x2)), min(height - 1, math.ceil(y2)))
-    if box[2] < box[0] or box[3] < box[1]:
+    """The pixels that the span [x1, x2] x [y1, y2] touches, as a `Box` clipped to the image."""
+    box = (max(0, math.floor(x1)), max(0, math.floor(y1)), min(width, math.ceil(x2) + 1), min(height, math.ceil(y2) + 1))
+    if box[2] <= box[0] or box[3] <= box[1]:
         return None  # the face lies outside the image
     return box
 
@@ -163,12 +174,12 @@ def face_boxes_from_masks(masks: Sequence[Any], width: int | None = None, height
 
 
 def box_to_mask(box: Box | None, width: int, height: int) -> np.ndarray:
-    """A single-channel uint8 (height, width) mask, 255 inside the inclusive box, 0 elsewhere (all 0
-    for None): the mask format of the official scripts."""
+    """A single-channel uint8 (height, width) mask, 255 inside the box, 0 elsewhere (all 0 for None): the mask
+    format of the official scripts."""
     mask = np.zeros((height, width), dtype=np.uint8)
     if box is not None:
         x1, y1, x2, y2 = box
-        mask[y1 : y2 + 1, x1 : x2 + 1] = 255
+        mask[y1:y2, x1:x2] = 255
     return mask
 
 
@@ -177,8 +188,9 @@ def margin_to_dict(margin: FaceBoxMargin) -> dict:
 
 
 def read_face_boxes(path: str | os.PathLike, width: int | None = None, height: int | None = None) -> list[tuple[float, float, float, float] | None]:
-    """The boxes of an `extract-poses` `face_boxes.json` as the pipeline's `face_boxes` take them: `(x1, y1, x2, y2)`
-    with x2/y2 *exclusive* (the file's are inclusive), scaled to `width` x `height` (default: the file's size)."""
+    """The boxes of an `extract-poses` `face_boxes.json` as the pipeline's `face_boxes` take them (`Box`, x2/y2
+    exclusive), scaled to `width` x `height` (default: the file's size). Files written before `box_convention`
+    was recorded hold inclusive boxes and are converted."""
     import json
 
     from ..errors import StableAnimatorError
@@ -188,7 +200,9 @@ def read_face_boxes(path: str | os.PathLike, width: int | None = None, height: i
             summary = json.load(f)
         sx = (width or summary["width"]) / summary["width"]
         sy = (height or summary["height"]) / summary["height"]
-        return [None if b is None else (b[0] * sx, b[1] * sy, (b[2] + 1) * sx, (b[3] + 1) * sy) for b in summary["boxes"]]
+        exclusive = summary.get("box_convention") == BOX_CONVENTION
+        boxes = [None if b is None else (tuple(b) if exclusive else inclusive_to_exclusive(b)) for b in summary["boxes"]]
+        return [None if b is None else (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in boxes]
     except (ValueError, KeyError, TypeError, IndexError, ZeroDivisionError) as error:
         raise StableAnimatorError(f"{path} is not a valid face_boxes.json ({type(error).__name__}: {error}); run extract-poses again to rewrite it.") from None
 
