@@ -96,6 +96,27 @@ def test_round_trip_reproduces_every_tensor_and_the_pipeline_output(sources, con
     assert np.abs(frames(reference, fps=8) - expected).max() > 20 * OUTPUT_ATOL  # the tolerance can see a real change
 
 
+def test_from_official_converts_in_memory_from_a_folder_or_the_release_repo(sources, tmp_path, monkeypatch):
+    official, svd, components = sources
+    monkeypatch.chdir(tmp_path)
+    pipe = StableAnimatorPipeline.from_official(official, svd, face_encoder_heads=TINY_HEADS)
+    for name in ("unet", "pose_net", "face_encoder", "face_recognizer", "vae", "image_encoder"):
+        original, loaded = components[name].state_dict(), getattr(pipe, name).state_dict()
+        assert set(loaded) == set(original), name
+        assert all(torch.equal(loaded[key], tensor) for key, tensor in original.items()), name
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+    with mock.patch("huggingface_hub.snapshot_download", return_value=str(official)) as download:
+        half = StableAnimatorPipeline.from_official("FrancisRing/StableAnimator", svd, dtype=torch.float16, face_encoder_heads=TINY_HEADS)
+    assert download.call_args.args == ("FrancisRing/StableAnimator",)
+    assert download.call_args.kwargs["allow_patterns"] == ["Animation/*.pth"]  # only the release's weights
+    assert half.unet.dtype == torch.float16
+    loaded = half.pose_net.state_dict()
+    assert all(torch.equal(loaded[key], tensor.half()) for key, tensor in components["pose_net"].state_dict().items())
+    with pytest.raises(ConversionError, match="Missing unet.pth, pose_net.pth, face_encoder.pth"):
+        StableAnimatorPipeline.from_official(tmp_path, svd)
+
+
 def test_output_folder_is_safetensors_with_our_classes_licence_and_provenance(sources, converted):
     official = sources[0] / "Animation"
     files = sorted(p.relative_to(converted).as_posix() for p in converted.rglob("*") if p.is_file())

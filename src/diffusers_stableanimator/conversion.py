@@ -399,6 +399,38 @@ def check_output(output: Path, official_dir, svd, overwrite: bool) -> None:
         raise ConversionError(f"--output {output}: {reason}; --overwrite replaces only a folder written by `stableanimator convert`. Choose another --output.")
 
 
+def load_official_pipeline(official: str | os.PathLike, svd: str | os.PathLike = SVD_REPO, dtype=None,
+                           face_encoder_heads: int | None = None, revision: str | None = None, svd_revision: str | None = None):
+    """A `StableAnimatorPipeline` straight from the official release, converted in memory (no folder written).
+
+    Args:
+        official: A local folder holding the released `.pth` files (directly or in `Animation/`), or the Hub repo
+            id of the release (`FrancisRing/StableAnimator`: only `Animation/*.pth` is fetched).
+        svd: A local Stable Video Diffusion img2vid-xt folder, or its Hub repo id.
+        dtype: e.g. `torch.float16`; `None` keeps float32.
+
+    `stableanimator convert` writes the same pipeline to a folder (for publishing, or to load faster next time).
+    """
+    files = find_official_files(_official_folder(official, revision))
+    svd_path, _ = resolve_svd(svd, svd_revision)
+    pipe, _ = _build_pipeline(files, svd_path, face_encoder_heads)
+    if dtype is not None:
+        _cast(pipe, dtype)
+    return pipe
+
+
+def _official_folder(official: str | os.PathLike, revision: str | None) -> Path:
+    path = Path(official).expanduser()
+    if path.is_dir() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(official)):
+        return path  # a folder (or a path that find_official_files reports as missing)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(official), revision=revision, allow_patterns=["Animation/*.pth"]))
+    except Exception as error:  # offline, wrong id...
+        raise ConversionError(f"{official} is not a local folder, and downloading its Animation/*.pth from the Hub failed: {error}.") from error
+
+
 def _cast(pipe, dtype) -> None:
     """`pipe.to(dtype)` without diffusers' per-model warning about casting with `to()` (nothing to keep in fp32 here)."""
     from diffusers.utils import logging

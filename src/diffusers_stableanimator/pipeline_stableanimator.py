@@ -155,6 +155,15 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
         self.video_processor = VideoProcessor(do_resize=True, vae_scale_factor=self.vae_scale_factor)
 
+    @classmethod
+    def from_official(cls, official, svd="stabilityai/stable-video-diffusion-img2vid-xt", dtype=None, **kwargs) -> "StableAnimatorPipeline":
+        """The pipeline straight from the official release (a folder or Hub repo id with `Animation/*.pth`) and an
+        SVD-xt folder or repo id, converted in memory without writing a folder. See
+        [`~conversion.load_official_pipeline`] for the arguments."""
+        from .conversion import load_official_pipeline
+
+        return load_official_pipeline(official, svd, dtype=dtype, **kwargs)
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """diffusers' `save_pretrained`, recording the CLIP processor by its portable name: transformers 5 without
         torchvision loads `CLIPImageProcessor` as `CLIPImageProcessorPil` and would record that, which transformers
