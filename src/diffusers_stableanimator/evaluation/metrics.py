@@ -110,9 +110,11 @@ class GaussianStats:
         return (self._outer - self.n * np.outer(mu, mu)) / (self.n - 1)
 
 
-def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
-    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
-    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+def _psd_sqrt(matrix):
+    import torch
+
+    values, vectors = torch.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * values.clamp(min=0).sqrt()) @ vectors.T
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
@@ -120,11 +122,14 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
 
     Tr (C1 C2)^(1/2) is computed as the sum of the square roots of the eigenvalues of the symmetric
     C1^(1/2) C2 C1^(1/2) (the same eigenvalues), which stays real and stable for the rank-deficient covariances
-    of small test sets."""
+    of small test sets. Float64 throughout (torch's eigensolver: numpy's is far slower on some BLAS builds)."""
+    import torch
+
+    as_matrix = lambda a: torch.from_numpy(np.atleast_2d(np.asarray(a, dtype=np.float64)))  # noqa: E731
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    cov1, cov2 = np.atleast_2d(cov1).astype(np.float64), np.atleast_2d(cov2).astype(np.float64)
+    cov1, cov2 = as_matrix(cov1), as_matrix(cov2)
     root1 = _psd_sqrt(cov1)
-    eigenvalues = np.linalg.eigvalsh(root1 @ cov2 @ root1)
-    trace_sqrt = float(np.sqrt(np.clip(eigenvalues, 0, None)).sum())
+    eigenvalues = torch.linalg.eigvalsh(root1 @ cov2 @ root1)
+    trace_sqrt = float(eigenvalues.clamp(min=0).sqrt().sum())
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_sqrt)
+    return float(diff @ diff + torch.trace(cov1) + torch.trace(cov2) - 2 * trace_sqrt)
