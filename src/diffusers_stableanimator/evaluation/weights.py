@@ -23,7 +23,7 @@ I3D_FILE = "i3d_pretrained_400.pt"
 SOURCES = {
     VGG16_FILE: "torchvision's ImageNet VGG16, https://download.pytorch.org/models/vgg16-397923af.pth",
     LPIPS_VGG_FILE: "the LPIPS v0.1 linear layers, lpips/weights/v0.1/vgg.pth in github.com/richzhang/PerceptualSimilarity",
-    I3D_FILE: "the Kinetics-400 I3D of VideoGPT/DisCo's FVD, i3d_pretrained_400.pt (see docs/evaluation.md, FVD)",
+    I3D_FILE: "the Kinetics-400 I3D published by VideoGPT (github.com/wilson1yan/VideoGPT) and used by DisCo's FVD",
 }
 
 
