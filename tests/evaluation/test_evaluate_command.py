@@ -180,3 +180,31 @@ def test_bad_input_is_one_line_naming_the_file(dataset, tmp_path, capsys):
     assert "--out" in one_line_error(capsys, "--generated", gen, "--real", real, *cheap, "--out", real / "r.json")
     (tmp_path / "bad.json").write_text("{")
     assert "bad.json is not a readable JSON file" in one_line_error(capsys, "--compare", tmp_path / "bad.json", tmp_path / "bad.json")
+
+
+def test_self_driven_protocol_generates_then_scores(tmp_path, face_models, capsys):
+    """--dataset: each test video is animated from its first frame with its own poses (tiny random model), into
+    --generated as PNG frames, then scored; the protocol's settings are recorded."""
+    rng = np.random.default_rng(5)
+    dataset, poses = tmp_path / "test_videos", tmp_path / "poses"
+    for name in ("one", "two"):
+        write_frames(dataset / name, bright(rng, frames=2))
+        write_frames(poses / name, [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)])
+    generated, out_json = tmp_path / "outs", tmp_path / "results.json"
+    code, out, err = evaluate(
+        capsys, "--dataset", dataset, "--dataset-poses", poses, "--model", "tiny-random", "--generated", generated,
+        "--steps", 2, "--metrics", "l1,psnr_star,csim", "--face-models", face_models, "--device", "cpu", "--out", out_json,
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in generated.iterdir()) == ["one", "two"]
+    assert len(list((generated / "one").glob("frame_*.png"))) == 2
+    results = json.loads(out_json.read_text())
+    assert results["model"] == "tiny-random" and results["seed"] == 42
+    assert results["settings"]["self_driven"]["steps"] == 2 and results["overall"]["frames"] == 4
+    assert results["overall"]["csim"] is not None
+    # the folder must be new or empty; poses must exist for every video
+    err = one_line_error(capsys, "--dataset", dataset, "--dataset-poses", poses, "--model", "tiny-random", "--generated", generated, "--metrics", "l1")
+    assert "is not empty" in err
+    (poses / "two" / "frame_0.png").unlink(), (poses / "two" / "frame_1.png").unlink()
+    err = one_line_error(capsys, "--dataset", dataset, "--dataset-poses", poses, "--model", "tiny-random", "--generated", tmp_path / "new", "--metrics", "l1")
+    assert "no pose frames for the video two" in err and "extract-poses" in err and not (tmp_path / "new").exists()

@@ -106,7 +106,7 @@ def test_loads_and_matches_functional_version(tmp_path, with_batch_counts):
     assert torch.equal(model.Mixed_4d.b1b.bn.running_var, state["Mixed_4d.b1b.bn.running_var"])
     if not with_batch_counts:
         return
-    video = torch.rand(1, 3, 3, 224, 224, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    video = torch.rand(1, 3, 2, 224, 224, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
         got = model(video)
         expected = functional_i3d(state, video)

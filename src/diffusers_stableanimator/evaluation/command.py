@@ -1,6 +1,7 @@
 """`stableanimator evaluate`: generated videos vs real videos -> L1, PSNR, PSNR*, SSIM, LPIPS, CSIM, FVD.
 
     stableanimator evaluate --generated outs/ --real test_videos/ --out results.json
+    stableanimator evaluate --dataset test_videos/ --dataset-poses poses/ --model converted/ --generated outs/ --out results.json
     stableanimator evaluate --compare before.json after.json
 
 Everything the user can get wrong (folders, pairs, output path, extractor files, face models) is checked before
@@ -33,8 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fvd-clip-frames", type=int, default=16, metavar="N", help="frames per FVD sample: consecutive clips of N frames (default 16, as DisCo; 0: whole videos)")
     parser.add_argument("--lpips-input-range", choices=("disco", "lpips"), default="disco", help="disco (default): [0,1] pixels fed as they are, as the paper's protocol; lpips: scaled to [-1,1] as LPIPS specifies")
     parser.add_argument("--device", help="cpu, cuda or cuda:<i> for LPIPS, I3D and the face models (default: cuda when available)")
-    parser.add_argument("--model", default=None, help="what produced the generated videos (a name, path or Hub id), recorded in the results")
-    parser.add_argument("--seed", type=int, default=None, help="the seed the videos were generated with, recorded in the results")
+    parser.add_argument("--model", default=None, help="what produced the generated videos (a name, path or Hub id), recorded in the results; with --dataset, the pipeline to generate them with")
+    parser.add_argument("--seed", type=int, default=None, help="the seed the videos were generated with, recorded in the results (with --dataset: used, default 42)")
+    protocol = parser.add_argument_group("self-driven protocol (--dataset): generate the videos first, then score them")
+    protocol.add_argument("--dataset", metavar="DIR", help="test videos: each is animated from its first frame with its own poses, at its size, into --generated (a new or empty folder)")
+    protocol.add_argument("--dataset-poses", metavar="DIR", help="one pose folder per test video, named like it (from `stableanimator extract-poses --video V --no-align`)")
+    protocol.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    protocol.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3.0)")
+    protocol.add_argument("--memory", choices=("high", "balanced", "low"), default="balanced", help="memory preset, as for animate")
     parser.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"), help="print the difference between two results files and exit")
 
 
@@ -51,8 +58,16 @@ def _check_args(args) -> tuple[str, ...]:
         raise StableAnimatorError(f"--max-frames must be at least 1, got {args.max_frames}.")
     if args.fvd_clip_frames < 0:
         raise StableAnimatorError(f"--fvd-clip-frames must be 0 (whole videos) or a number of frames, got {args.fvd_clip_frames}.")
+    if args.dataset:
+        if args.real:
+            raise StableAnimatorError("give --dataset (generate, then score) or --real (score existing videos), not both.")
+        if not (args.generated and args.dataset_poses and args.model):
+            raise StableAnimatorError("--dataset needs --dataset-poses DIR, --model (the pipeline to generate with) and --generated DIR (a new or empty folder for the generated frames).")
+        if args.steps < 1:
+            raise StableAnimatorError(f"--steps must be at least 1, got {args.steps}.")
+        return _parse_metrics(args.metrics)
     if not args.generated or not args.real:
-        raise StableAnimatorError("give both --generated DIR and --real DIR (or --compare A.json B.json).")
+        raise StableAnimatorError("give both --generated DIR and --real DIR (or --dataset DIR, or --compare A.json B.json).")
     return _parse_metrics(args.metrics)
 
 
@@ -84,12 +99,27 @@ def run(args) -> int:
     from ..outputs import check_not_inputs, check_replaceable_file, check_writable
     from .evaluator import Evaluator, Settings, find_reference, pair_videos
 
+    inputs = {"--real": args.real, "--dataset": args.dataset, "--dataset-poses": args.dataset_poses, "--references": args.references}
     if args.out:
-        check_not_inputs({"--out": args.out}, {"--generated": args.generated, "--real": args.real, "--references": args.references})
+        check_not_inputs({"--out": args.out}, {"--generated": args.generated, **inputs})
         check_writable(args.out, "--out")
         check_replaceable_file(args.out, "--out", args.overwrite)
-    pairs = pair_videos(args.generated, args.real)
-    references = {name: find_reference(Path(args.references), name) for name, _, _ in pairs} if args.references else {}
+    if args.dataset:
+        from .evaluator import list_videos
+
+        check_not_inputs({"--generated": args.generated}, inputs)
+        check_writable(args.generated, "--generated", folder=True)
+        if Path(args.generated).exists() and any(Path(args.generated).iterdir()):
+            raise StableAnimatorError(f"--generated {args.generated} is not empty; with --dataset it receives the generated frames: give a new or empty folder.")
+        if not Path(args.dataset_poses).is_dir():
+            raise StableAnimatorError(f"--dataset-poses {args.dataset_poses} is not a folder; give the folder holding one pose folder per test video.")
+        names = [(name, video) for name, video in list_videos(args.dataset, "--dataset").items()]
+        names_for_references = [name for name, _ in names]
+        args.seed = 42 if args.seed is None else args.seed
+    else:
+        pairs = pair_videos(args.generated, args.real)
+        names_for_references = [name for name, _, _ in pairs]
+    references = {name: find_reference(Path(args.references), name) for name in names_for_references} if args.references else {}
 
     import torch
 
@@ -118,8 +148,28 @@ def run(args) -> int:
 
         i3d = I3D.from_file(args.eval_models).to(device)
 
-    evaluator = Evaluator(settings, lpips=lpips, i3d=i3d, identity=identity)
     from tqdm.auto import tqdm
+
+    protocol = None
+    if args.dataset:
+        from ..outputs import StagedOutputs
+        from .self_driven import Protocol, generate
+
+        protocol = Protocol(model=args.model, seed=args.seed, steps=args.steps, guidance=args.guidance, memory=args.memory, max_frames=args.max_frames)
+        if identity is not None:
+            analyzer = identity.analyzer
+        elif args.face_models:
+            from ..preprocessing.face_analysis import FaceAnalyzer
+
+            analyzer = FaceAnalyzer(args.face_models, device=device)
+        else:
+            analyzer = None  # a zero face embedding: no identity guidance (recorded in the settings)
+        with StagedOutputs() as staged:  # the generated folder appears only once every video is generated
+            generate(names, Path(args.dataset_poses), staged.folder(args.generated), protocol, device, analyzer,
+                     progress=lambda items: tqdm(items, desc="generate", unit="video", file=sys.stderr, disable=None))
+        pairs = pair_videos(args.generated, args.dataset, "--dataset")
+
+    evaluator = Evaluator(settings, lpips=lpips, i3d=i3d, identity=identity)
 
     for name, generated, real in tqdm(pairs, desc="evaluate", unit="video", file=sys.stderr, disable=None):  # the bar shows on a terminal
         evaluator.add_video(name, generated, real, references.get(name))
@@ -139,8 +189,9 @@ def run(args) -> int:
             "csim_reference": "--references images" if args.references else "first real frame",
             "device": device,
             "extractor_files": extractor_files,
+            "self_driven": None if protocol is None else {"dataset_poses": str(Path(args.dataset_poses).resolve()), "steps": protocol.steps, "guidance": protocol.guidance, "memory": protocol.memory, "face_optimization": "off", "face_embedding": "antelopev2" if args.face_models else "none (zero)", "reference": "first frame", "size": "each test video's"},
             "generated": str(Path(args.generated).resolve()),
-            "real": str(Path(args.real).resolve()),
+            "real": str(Path(args.real or args.dataset).resolve()),
         },
         **evaluator.results(),
     }

@@ -54,9 +54,9 @@ def list_videos(folder: str | os.PathLike, option: str) -> dict[str, Path]:
     return videos
 
 
-def pair_videos(generated: str | os.PathLike, real: str | os.PathLike) -> list[tuple[str, Path, Path]]:
-    gen, ref = list_videos(generated, "--generated"), list_videos(real, "--real")
-    for option, folder, names, other_option in (("--generated", generated, sorted(set(gen) - set(ref)), "--real"), ("--real", real, sorted(set(ref) - set(gen)), "--generated")):
+def pair_videos(generated: str | os.PathLike, real: str | os.PathLike, real_option: str = "--real") -> list[tuple[str, Path, Path]]:
+    gen, ref = list_videos(generated, "--generated"), list_videos(real, real_option)
+    for option, folder, names, other_option in (("--generated", generated, sorted(set(gen) - set(ref)), real_option), (real_option, real, sorted(set(ref) - set(gen)), "--generated")):
         if names:
             shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
             raise StableAnimatorError(f"{option} {folder}: no video of the same name in {other_option} for {shown}; videos are paired by name (without extension): add or rename the missing ones.")
