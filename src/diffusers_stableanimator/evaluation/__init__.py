@@ -9,3 +9,6 @@ way the table's public protocol (DisCo's `tool/metrics`) defines them. See docs/
 - `report`: results as JSON, as a table, and the difference of two result files.
 - `command`: `stableanimator evaluate`.
 """
+
+# The metrics, in the paper's column order (here so that `stableanimator --help` imports nothing heavy).
+METRICS = ("l1", "psnr", "psnr_star", "ssim", "lpips", "csim", "fvd")

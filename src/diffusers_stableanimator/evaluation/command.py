@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import StableAnimatorError
-from .evaluator import METRICS
+from . import METRICS
 
 EXAMPLE = "--metrics l1,psnr,ssim"
 

@@ -17,9 +17,8 @@ import numpy as np
 
 from ..errors import StableAnimatorError
 from ..preprocessing.video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, iter_frames, natural_key
+from . import METRICS
 from . import metrics as M
-
-METRICS = ("l1", "psnr", "psnr_star", "ssim", "lpips", "csim", "fvd")
 PIXEL_METRICS = {"l1": M.l1, "psnr": M.psnr, "psnr_star": M.psnr_star, "ssim": M.ssim}
 FVD_SIZE = 224  # I3D's input size; DisCo resizes every frame to it with PIL bicubic
 LPIPS_BATCH = 8
