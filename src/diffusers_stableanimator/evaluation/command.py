@@ -71,18 +71,6 @@ def _check_args(args) -> tuple[str, ...]:
     return _parse_metrics(args.metrics)
 
 
-def _device(requested: str | None) -> str:
-    import torch
-
-    if requested is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise StableAnimatorError(f"--device {requested}: torch sees no CUDA device; use --device cpu.")
-    if not (requested == "cpu" or requested.startswith("cuda")):
-        raise StableAnimatorError(f"--device must be cpu, cuda or cuda:<index>, got {requested!r}.")
-    return requested
-
-
 def _file_record(path: Path) -> dict:
     return {"name": path.name, "bytes": path.stat().st_size}
 
@@ -125,7 +113,9 @@ def run(args) -> int:
 
     from .. import __version__
 
-    device = _device(args.device)
+    from ..memory_presets import resolve_device
+
+    device = str(resolve_device(args.device))
     settings = Settings(metrics=metrics, max_frames=args.max_frames, fvd_clip_frames=args.fvd_clip_frames, lpips_input_range=args.lpips_input_range, device=device)
     # every file a metric needs is checked before anything large is loaded or any video is read
     from .weights import I3D_FILE, LPIPS_VGG_FILE, VGG16_FILE, weight_file
@@ -137,7 +127,7 @@ def run(args) -> int:
         from ..preprocessing.face_analysis import FaceAnalyzer
         from .identity import IdentitySimilarity
 
-        identity = IdentitySimilarity(FaceAnalyzer(args.face_models, device=device))
+        identity = IdentitySimilarity(FaceAnalyzer(args.face_models, device=args.device))  # None: CUDA only where onnxruntime has it
         extractor_files["csim"] = ["antelopev2: scrfd_10g_bnkps.onnx, glintr100.onnx"]
     if "lpips" in metrics:
         from .lpips import LPIPS
@@ -161,7 +151,7 @@ def run(args) -> int:
         elif args.face_models:
             from ..preprocessing.face_analysis import FaceAnalyzer
 
-            analyzer = FaceAnalyzer(args.face_models, device=device)
+            analyzer = FaceAnalyzer(args.face_models, device=args.device)  # None: CUDA only where onnxruntime has it
         else:
             analyzer = None  # a zero face embedding: no identity guidance (recorded in the settings)
         with StagedOutputs() as staged:  # the generated folder appears only once every video is generated
