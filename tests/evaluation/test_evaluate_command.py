@@ -155,7 +155,6 @@ def test_bad_input_is_one_line_naming_the_file(dataset, tmp_path, capsys):
     (gen / "dance" / "frame_3.png").unlink()
     err = one_line_error(capsys, "--generated", gen, "--real", real, *cheap)
     assert "has 3 frames" in err and "has 4" in err and str(gen / "dance") in err and "--max-frames" in err
-    assert "different" not in err
     write_frames(gen / "dance", [np.zeros((64, 64, 3), np.uint8)] * 4)
     # different sizes
     write_frames(gen / "noface", [np.zeros((32, 64, 3), np.uint8)] * 4)
@@ -166,8 +165,13 @@ def test_bad_input_is_one_line_naming_the_file(dataset, tmp_path, capsys):
     (gen / "clip.mp4").write_bytes(b"not a video")
     err = one_line_error(capsys, "--generated", gen, "--real", real, *cheap)
     assert str(gen / "clip.mp4") in err and "cannot be read" in err
-    # missing pair
+    # a video folder without frames
     (gen / "clip.mp4").unlink()
+    (gen / "clip").mkdir()
+    err = one_line_error(capsys, "--generated", gen, "--real", real, *cheap)
+    assert str(gen / "clip") in err and "No image files" in err
+    (gen / "clip").rmdir()
+    # missing pair
     err = one_line_error(capsys, "--generated", gen, "--real", real, *cheap)
     assert "--real" in err and "clip" in err and "paired by name" in err
     # an empty folder
@@ -208,3 +212,28 @@ def test_self_driven_protocol_generates_then_scores(tmp_path, face_models, capsy
     (poses / "two" / "frame_0.png").unlink(), (poses / "two" / "frame_1.png").unlink()
     err = one_line_error(capsys, "--dataset", dataset, "--dataset-poses", poses, "--model", "tiny-random", "--generated", tmp_path / "new", "--metrics", "l1")
     assert "no pose frames for the video two" in err and "extract-poses" in err and not (tmp_path / "new").exists()
+
+
+def test_references_folder_sets_the_csim_reference(dataset, face_models, tmp_path, capsys):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    rng = np.random.default_rng(9)
+    from PIL import Image
+
+    photos = {name: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for name in ("clip", "dance", "noface")}
+    for name, photo in photos.items():
+        Image.fromarray(photo).save(refs / f"{name}.png")
+    out_json = tmp_path / "r.json"
+    args = ["--generated", dataset / "generated", "--real", dataset / "real", "--metrics", "csim", "--max-frames", 1,
+            "--face-models", face_models, "--device", "cpu", "--out", out_json]
+    code, out, err = evaluate(capsys, *args, "--references", refs)
+    assert code == 0, err
+    results = json.loads(out_json.read_text())
+    analyzer = FaceAnalyzer(face_models, device="cpu")
+    generated = read_frames(dataset / "generated" / "dance", max_frames=1)[0]
+    expected = cosine(analyzer.get_embedding(photos["dance"]), analyzer.get_embedding(generated))
+    assert results["videos"]["dance"]["csim"] == pytest.approx(expected, rel=1e-5)
+    assert results["settings"]["csim_reference"] == "--references images"
+    (refs / "clip.png").unlink()
+    err = one_line_error(capsys, *args, "--overwrite", "--references", refs)
+    assert "--references" in err and "clip" in err
