@@ -75,6 +75,79 @@ def _file_record(path: Path) -> dict:
     return {"name": path.name, "bytes": path.stat().st_size}
 
 
+def _check_outputs_and_inputs(args) -> list[str]:
+    """Before any model: the output paths, the video pairs (or the dataset) and the references. Returns the video
+    names."""
+    from ..outputs import check_not_inputs, check_replaceable_file, check_writable
+    from .evaluator import find_reference, list_videos, pair_videos
+
+    inputs = {"--real": args.real, "--dataset": args.dataset, "--dataset-poses": args.dataset_poses, "--references": args.references}
+    if args.out:
+        check_not_inputs({"--out": args.out}, {"--generated": args.generated, **inputs})
+        check_writable(args.out, "--out")
+        check_replaceable_file(args.out, "--out", args.overwrite)
+    if args.dataset:
+        check_not_inputs({"--generated": args.generated}, inputs)
+        check_writable(args.generated, "--generated", folder=True)
+        if Path(args.generated).exists() and any(Path(args.generated).iterdir()):
+            raise StableAnimatorError(f"--generated {args.generated} is not empty; with --dataset it receives the generated frames: give a new or empty folder.")
+        if not Path(args.dataset_poses).is_dir():
+            raise StableAnimatorError(f"--dataset-poses {args.dataset_poses} is not a folder; give the folder holding one pose folder per test video.")
+        names = list(list_videos(args.dataset, "--dataset"))
+    else:
+        names = [name for name, _, _ in pair_videos(args.generated, args.real)]
+    for name in names if args.references else []:
+        find_reference(Path(args.references), name)
+    return names
+
+
+def _load_extractors(args, metrics, device):
+    """(lpips, i3d, identity, a record of their files); every file is checked before anything large is loaded."""
+    from .weights import I3D_FILE, LPIPS_VGG_FILE, VGG16_FILE, weight_file
+
+    needed = {"lpips": (VGG16_FILE, LPIPS_VGG_FILE), "fvd": (I3D_FILE,)}
+    files: dict = {metric: [_file_record(weight_file(args.eval_models, name)) for name in names] for metric, names in needed.items() if metric in metrics}
+    lpips = i3d = identity = None
+    if "csim" in metrics:
+        from ..preprocessing.face_analysis import FaceAnalyzer
+        from .identity import IdentitySimilarity
+
+        identity = IdentitySimilarity(FaceAnalyzer(args.face_models, device=args.device))  # None: CUDA only where onnxruntime has it
+        files["csim"] = ["antelopev2: scrfd_10g_bnkps.onnx, glintr100.onnx"]
+    if "lpips" in metrics:
+        from .lpips import LPIPS
+
+        lpips = LPIPS.from_files(args.eval_models, args.lpips_input_range).to(device)
+    if "fvd" in metrics:
+        from .i3d import I3D
+
+        i3d = I3D.from_file(args.eval_models).to(device)
+    return lpips, i3d, identity, files
+
+
+def _generate(args, names, device, identity, progress):
+    """The self-driven protocol into --generated (written all at once when every video is done)."""
+    from ..outputs import StagedOutputs
+    from .evaluator import list_videos
+    from .self_driven import Protocol, generate
+
+    protocol = Protocol(model=args.model, seed=args.seed, steps=args.steps, guidance=args.guidance, memory=args.memory, max_frames=args.max_frames)
+    if identity is not None:
+        analyzer = identity.analyzer
+    elif args.face_models:
+        from ..preprocessing.face_analysis import FaceAnalyzer
+
+        analyzer = FaceAnalyzer(args.face_models, device=args.device)
+    else:
+        analyzer = None  # a zero face embedding: no identity guidance (recorded in the settings)
+    videos = [(name, path) for name, path in list_videos(args.dataset, "--dataset").items() if name in names]
+    with StagedOutputs() as staged:
+        generate(videos, Path(args.dataset_poses), staged.folder(args.generated), protocol, device, analyzer, progress=progress)
+    return {"dataset_poses": str(Path(args.dataset_poses).resolve()), "steps": protocol.steps, "guidance": protocol.guidance,
+            "memory": protocol.memory, "face_optimization": "off", "face_embedding": "antelopev2" if analyzer else "none (zero)",
+            "reference": "first frame", "size": "each test video's"}
+
+
 def run(args) -> int:
     from . import report
 
@@ -84,85 +157,26 @@ def run(args) -> int:
         return 0
 
     metrics = _check_args(args)
-    from ..outputs import check_not_inputs, check_replaceable_file, check_writable
-    from .evaluator import Evaluator, Settings, find_reference, pair_videos
-
-    inputs = {"--real": args.real, "--dataset": args.dataset, "--dataset-poses": args.dataset_poses, "--references": args.references}
-    if args.out:
-        check_not_inputs({"--out": args.out}, {"--generated": args.generated, **inputs})
-        check_writable(args.out, "--out")
-        check_replaceable_file(args.out, "--out", args.overwrite)
-    if args.dataset:
-        from .evaluator import list_videos
-
-        check_not_inputs({"--generated": args.generated}, inputs)
-        check_writable(args.generated, "--generated", folder=True)
-        if Path(args.generated).exists() and any(Path(args.generated).iterdir()):
-            raise StableAnimatorError(f"--generated {args.generated} is not empty; with --dataset it receives the generated frames: give a new or empty folder.")
-        if not Path(args.dataset_poses).is_dir():
-            raise StableAnimatorError(f"--dataset-poses {args.dataset_poses} is not a folder; give the folder holding one pose folder per test video.")
-        names = [(name, video) for name, video in list_videos(args.dataset, "--dataset").items()]
-        names_for_references = [name for name, _ in names]
-        args.seed = 42 if args.seed is None else args.seed
-    else:
-        pairs = pair_videos(args.generated, args.real)
-        names_for_references = [name for name, _, _ in pairs]
-    references = {name: find_reference(Path(args.references), name) for name in names_for_references} if args.references else {}
+    names = _check_outputs_and_inputs(args)
+    if args.dataset and args.seed is None:
+        args.seed = 42
 
     import torch
-
-    from .. import __version__
-
-    from ..memory_presets import resolve_device
-
-    device = str(resolve_device(args.device))
-    settings = Settings(metrics=metrics, max_frames=args.max_frames, fvd_clip_frames=args.fvd_clip_frames, lpips_input_range=args.lpips_input_range, device=device)
-    # every file a metric needs is checked before anything large is loaded or any video is read
-    from .weights import I3D_FILE, LPIPS_VGG_FILE, VGG16_FILE, weight_file
-
-    needed = {"lpips": (VGG16_FILE, LPIPS_VGG_FILE), "fvd": (I3D_FILE,)}
-    extractor_files: dict = {metric: [_file_record(weight_file(args.eval_models, name)) for name in names] for metric, names in needed.items() if metric in metrics}
-    lpips = i3d = identity = None
-    if "csim" in metrics:
-        from ..preprocessing.face_analysis import FaceAnalyzer
-        from .identity import IdentitySimilarity
-
-        identity = IdentitySimilarity(FaceAnalyzer(args.face_models, device=args.device))  # None: CUDA only where onnxruntime has it
-        extractor_files["csim"] = ["antelopev2: scrfd_10g_bnkps.onnx, glintr100.onnx"]
-    if "lpips" in metrics:
-        from .lpips import LPIPS
-
-        lpips = LPIPS.from_files(args.eval_models, args.lpips_input_range).to(device)
-    if "fvd" in metrics:
-        from .i3d import I3D
-
-        i3d = I3D.from_file(args.eval_models).to(device)
-
     from tqdm.auto import tqdm
 
-    protocol = None
-    if args.dataset:
-        from ..outputs import StagedOutputs
-        from .self_driven import Protocol, generate
+    from .. import __version__
+    from ..memory_presets import resolve_device
+    from .evaluator import Evaluator, Settings, find_reference, pair_videos
 
-        protocol = Protocol(model=args.model, seed=args.seed, steps=args.steps, guidance=args.guidance, memory=args.memory, max_frames=args.max_frames)
-        if identity is not None:
-            analyzer = identity.analyzer
-        elif args.face_models:
-            from ..preprocessing.face_analysis import FaceAnalyzer
-
-            analyzer = FaceAnalyzer(args.face_models, device=args.device)  # None: CUDA only where onnxruntime has it
-        else:
-            analyzer = None  # a zero face embedding: no identity guidance (recorded in the settings)
-        with StagedOutputs() as staged:  # the generated folder appears only once every video is generated
-            generate(names, Path(args.dataset_poses), staged.folder(args.generated), protocol, device, analyzer,
-                     progress=lambda items: tqdm(items, desc="generate", unit="video", file=sys.stderr, disable=None))
-        pairs = pair_videos(args.generated, args.dataset, "--dataset")
-
+    bar = lambda items, what: tqdm(items, desc=what, unit="video", file=sys.stderr, disable=None)  # noqa: E731  (shown on a terminal)
+    device = str(resolve_device(args.device))
+    lpips, i3d, identity, files = _load_extractors(args, metrics, device)
+    self_driven = _generate(args, names, device, identity, lambda items: bar(items, "generate")) if args.dataset else None
+    real = args.dataset or args.real
+    settings = Settings(metrics=metrics, max_frames=args.max_frames, fvd_clip_frames=args.fvd_clip_frames, lpips_input_range=args.lpips_input_range, device=device)
     evaluator = Evaluator(settings, lpips=lpips, i3d=i3d, identity=identity)
-
-    for name, generated, real in tqdm(pairs, desc="evaluate", unit="video", file=sys.stderr, disable=None):  # the bar shows on a terminal
-        evaluator.add_video(name, generated, real, references.get(name))
+    for name, generated, real_video in bar(pair_videos(args.generated, real, "--dataset" if args.dataset else "--real"), "evaluate"):
+        evaluator.add_video(name, generated, real_video, find_reference(Path(args.references), name) if args.references else None)
 
     results = {
         "format": report.FORMAT,
@@ -178,10 +192,10 @@ def run(args) -> int:
             "lpips_input_range": args.lpips_input_range,
             "csim_reference": "--references images" if args.references else "first real frame",
             "device": device,
-            "extractor_files": extractor_files,
-            "self_driven": None if protocol is None else {"dataset_poses": str(Path(args.dataset_poses).resolve()), "steps": protocol.steps, "guidance": protocol.guidance, "memory": protocol.memory, "face_optimization": "off", "face_embedding": "antelopev2" if args.face_models else "none (zero)", "reference": "first frame", "size": "each test video's"},
+            "extractor_files": files,
+            "self_driven": self_driven,
             "generated": str(Path(args.generated).resolve()),
-            "real": str(Path(args.real or args.dataset).resolve()),
+            "real": str(Path(real).resolve()),
         },
         **evaluator.results(),
     }
