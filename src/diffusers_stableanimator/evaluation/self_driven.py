@@ -64,7 +64,7 @@ def generate(pairs: list[tuple[str, Path]], poses: Path, out: Path, protocol: Pr
         image = first_frame(video)
         width, height = image.size
         if width % 64 or height % 64:
-            raise StableAnimatorError(f"--dataset video {video} is {width}x{height}; the model generates sizes that are multiples of 64: resize the test videos (the paper uses 512x512).")
+            raise StableAnimatorError(f"--dataset video {video} is {width}x{height}; the model generates sizes that are multiples of 64: resize the test videos (the released weights are trained at 512x512 and 576x1024).")
         frames, _ = read_pose_folder(folders[name], width, height, stride=1, max_frames=protocol.max_frames)
         if face_analyzer is not None:
             embedding = StableAnimatorPipeline.embed_face(image, face_analyzer, width, height, allow_no_face=True)
