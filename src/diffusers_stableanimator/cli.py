@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "animate": ("diffusers_stableanimator.animate", "reference photo + driving video (or pose folder) -> mp4"),
     "animate-batch": ("diffusers_stableanimator.animate_batch", "many animate jobs from a .jsonl file, spread over GPUs with accelerate"),
     "prepare-dataset": ("diffusers_stableanimator.training.prepare_dataset", "raw videos -> training folders (frames, poses, face masks, face embedding)"),
+    "evaluate": ("diffusers_stableanimator.evaluation.command", "generated vs real videos -> L1, PSNR, PSNR*, SSIM, LPIPS, CSIM, FVD (JSON + table; --compare)"),
     "extract-poses": ("diffusers_stableanimator.preprocessing.extract", "driving video + reference photo -> aligned pose frames, keypoints, face boxes"),
 }
 
