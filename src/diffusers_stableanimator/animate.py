@@ -78,6 +78,7 @@ def check_model(model: str) -> None:
 def load_pipeline(model: str, dtype):
     import torch
 
+    from .memory_presets import cast_pipeline
     from .pipeline_stableanimator import StableAnimatorPipeline
     from .testing import tiny_random_pipeline
 
@@ -92,18 +93,6 @@ def load_pipeline(model: str, dtype):
         reason = " ".join(str(error).split())[:300] or type(error).__name__
         where = "the folder may be incomplete: convert or download it again" if local.exists() else "check the repo id, your network and Hub login, or give a local folder"
         raise AnimateError(f"--model {model} could not be loaded ({reason}); {where}.") from None
-
-
-def cast_pipeline(pipe, dtype):
-    """`pipe.to(dtype)` without diffusers' per-model note about modules to keep in float32 (there are none here)."""
-    from diffusers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        return pipe.to(dtype=dtype)
-    finally:
-        logging.set_verbosity(level)
 
 
 def resolve_size(args, reference_size: tuple[int, int]) -> tuple[int, int]:

@@ -324,6 +324,8 @@ def convert_official_checkpoint(
     """
     import torch
 
+    from .memory_presets import cast_pipeline
+
     if dtype not in DTYPES:
         raise ConversionError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
     if variant is not None and variant not in ("fp16", "bf16"):
@@ -336,7 +338,7 @@ def convert_official_checkpoint(
     files = find_official_files(official_dir)  # fail on a missing file before any download
     svd_path, svd_source = resolve_svd(svd, svd_revision)
     pipe, references = _build_pipeline(files, svd_path, face_encoder_heads)
-    _cast(pipe, getattr(torch, DTYPES[dtype]))
+    cast_pipeline(pipe, getattr(torch, DTYPES[dtype]))
 
     provenance = {
         "package": "diffusers-stableanimator",
@@ -357,7 +359,7 @@ def convert_official_checkpoint(
         if variant:
             # transformers records the dtype in config.json and loads with it: keep the configs of the main files.
             configs = {path: path.read_bytes() for path in staging.rglob("*.json")}
-            _cast(pipe, getattr(torch, DTYPES[variant]))
+            cast_pipeline(pipe, getattr(torch, DTYPES[variant]))
             pipe.save_pretrained(staging, safe_serialization=True, variant=variant)
             for path, content in configs.items():
                 path.write_bytes(content)
@@ -411,11 +413,13 @@ def load_official_pipeline(official: str | os.PathLike, svd: str | os.PathLike =
 
     `stableanimator convert` writes the same pipeline to a folder (for publishing, or to load faster next time).
     """
+    from .memory_presets import cast_pipeline
+
     files = find_official_files(_official_folder(official, revision))
     svd_path, _ = resolve_svd(svd, svd_revision)
     pipe, _ = _build_pipeline(files, svd_path, face_encoder_heads)
     if dtype is not None:
-        _cast(pipe, dtype)
+        cast_pipeline(pipe, dtype)
     return pipe
 
 
@@ -429,18 +433,6 @@ def _official_folder(official: str | os.PathLike, revision: str | None) -> Path:
         return Path(snapshot_download(str(official), revision=revision, allow_patterns=["Animation/*.pth"]))
     except Exception as error:  # offline, wrong id...
         raise ConversionError(f"{official} is not a local folder, and downloading its Animation/*.pth from the Hub failed: {error}.") from error
-
-
-def _cast(pipe, dtype) -> None:
-    """`pipe.to(dtype)` without diffusers' per-model warning about casting with `to()` (nothing to keep in fp32 here)."""
-    from diffusers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        pipe.to(dtype)
-    finally:
-        logging.set_verbosity(level)
 
 
 def _build_pipeline(files: dict, svd_path: Path, face_encoder_heads: int | None):

@@ -39,6 +39,18 @@ def default_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def cast_pipeline(pipe, dtype: torch.dtype):
+    """`pipe.to(dtype)` without diffusers' per-model note about modules to keep in float32 (there are none here)."""
+    from diffusers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return pipe.to(dtype=dtype)
+    finally:
+        logging.set_verbosity(level)
+
+
 def resolve_device(name: str | None, option: str = "--device") -> torch.device:
     """A torch device from the user's word for it (`None`: CUDA when available, else CPU), refused at once when
     this machine does not have it."""
