@@ -4,6 +4,10 @@ Each subcommand lives in the module that implements it; that module exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their
 subcommand is built or run; such a module keeps heavy imports (torch, cv2, onnxruntime) inside
 its functions, so `stableanimator --help` stays fast and optional extras stay optional.
+
+`run` raises for bad input (`StableAnimatorError`, or an `OSError`/`ValueError` that names the file);
+`main` prints every error as one line and never a traceback (exit 2; 1 for an unexpected error; 130 when
+interrupted by Ctrl-C or SIGTERM, which unwind alike so that no partial output is left).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import signal
 import tempfile
 import threading
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 from .errors import StableAnimatorError
 
@@ -230,7 +230,3 @@ def own_frame_file(pattern: str = "frame_{i}.png") -> Callable[[Path], bool]:
     """`own` for `check_replaceable_folder`: the numbered frame files this package writes."""
     prefix, _, suffix = pattern.partition("{i}")
     return lambda path: path.name.startswith(prefix) and path.name.endswith(suffix) and path.name[len(prefix) : len(path.name) - len(suffix)].isdigit()
-
-
-def existing(paths: Iterable[str | os.PathLike | None]) -> list[Path]:
-    return [Path(p) for p in paths if p and Path(p).exists()]
