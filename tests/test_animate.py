@@ -142,6 +142,7 @@ def test_animate_from_a_driving_video_with_face_models(tmp_path, pose_models, fa
                  "--stride", "2", "--face-optimization", "on", "--device", "cpu", *FAST]) == 0
     printed = capsys.readouterr().out
     assert "Output size 64x128" in printed and "Face optimisation off" not in printed
+    assert "Face optimisation on (asked for with --face-optimization on); its steps take longer." in printed
     count, shape, fps = _mp4_info(out)
     assert count == 3 and shape == (128, 64, 3) and fps == pytest.approx(6)  # 12 fps with stride 2
     assert len(loads) == 1  # one load serves the face-box calibration and the embedding

@@ -335,15 +335,22 @@ def test_an_interrupted_extract_poses_leaves_no_pose_folder(tmp_path, pose_model
 
 
 # ------------------------------------------------------------------------------------------------ 5. files like every other tool
-def test_outputs_follow_the_umask_and_no_unactionable_noise(job):
-    env = {**os.environ, "PYTHONWARNINGS": "default"}
+def test_outputs_follow_the_umask_and_no_unactionable_noise(job, face_models):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}  # a user's default: FutureWarnings show
     command = [sys.executable, "-c", "import os, sys; os.umask(0o022); from diffusers_stableanimator.cli import main; sys.exit(main())",
                "animate", "--model", "tiny-random", "--image", "ref.png", "--poses", "poses", "--out", "out.mp4", "--gif",
-               "--frames-dir", "frames", "--allow-no-face", "--dtype", "fp16", *FAST]
+               "--frames-dir", "frames", "--face-models", str(face_models), "--dtype", "fp16", *FAST]
     result = subprocess.run(command, cwd=job, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Output size")  # something is said at once
     for noise in ("torchvision", "kept in float32", "FutureWarning", "Traceback"):
         assert noise not in result.stderr + result.stdout, noise
     mode = lambda path: stat.S_IMODE(path.stat().st_mode)  # noqa: E731
     assert mode(job / "out.mp4") == 0o644 and mode(job / "out.gif") == 0o644
     assert mode(job / "frames") == 0o755 and mode(job / "frames" / "frame_0.png") == 0o644
+
+
+def test_smoke_says_what_it_does_before_the_work(capsys):
+    assert main(["smoke", "--frames", "2", "--steps", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Checking the install: 2 frames, 1 denoising steps") and "frames are noise" in out[1]
