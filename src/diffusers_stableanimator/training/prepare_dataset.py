@@ -104,39 +104,37 @@ def prepare_video(video: Path, target: Path, detector, analyzer, args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..preprocessing._common import ModelFilesNotFoundError
+    from ..outputs import atomic_file, check_writable, relation
     from ..preprocessing.dwpose import DWPoseDetector
     from ..preprocessing.face_analysis import FaceAnalyzer
 
     out = Path(args.out)
-    try:
-        videos = find_videos(args.videos)
-        out.mkdir(parents=True, exist_ok=True)
-        detector = DWPoseDetector(args.det_model, args.pose_model, device=args.device)
-        analyzer = FaceAnalyzer(args.face_models, device=args.device)
-        prepared, failed = [], 0
-        for video in videos:
-            target = out / video.stem
-            foreign = sorted(p.name for p in target.iterdir() if p.name not in OWN_ENTRIES) if target.is_dir() else []
-            if foreign:
-                failed += 1
-                print(f"{video.name}: skipped: {target} holds files prepare-dataset does not write ({', '.join(foreign)}); move them away first.", file=sys.stderr)
-                continue
-            if target.is_dir() and not args.overwrite:
-                print(f"{video.name}: already prepared, skipped ({target})")
-                prepared.append(target)
-                continue
-            try:
-                count = prepare_video(video, target, detector, analyzer, args)
-            except ValueError as error:
-                failed += 1
-                print(f"{video.name}: skipped: {error}", file=sys.stderr)
-                continue
-            print(f"{video.name}: {count} frames -> {target}")
+    videos = find_videos(args.videos)
+    check_writable(out, "--out", folder=True)
+    detector = DWPoseDetector(args.det_model, args.pose_model, device=args.device)
+    analyzer = FaceAnalyzer(args.face_models, device=args.device)
+    out.mkdir(parents=True, exist_ok=True)
+    prepared, failed = [], 0
+    for video in videos:
+        target = out / video.stem
+        foreign = sorted(p.name for p in target.iterdir() if p.name not in OWN_ENTRIES) if target.is_dir() else []
+        if foreign or relation(target, video):
+            failed += 1
+            why = f"holds files prepare-dataset does not write ({', '.join(foreign)})" if foreign else "is the video itself"
+            print(f"{video.name}: skipped: {target} {why}; move them away first.", file=sys.stderr)
+            continue
+        if target.is_dir() and not args.overwrite:
+            print(f"{video.name}: already prepared, skipped ({target})")
             prepared.append(target)
-    except (ModelFilesNotFoundError, FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
-        print(f"stableanimator prepare-dataset: error: {error}", file=sys.stderr)
-        return 2
-    (out / VIDEO_LIST).write_text("".join(f"{p.name}\n" for p in prepared))
+            continue
+        try:
+            count = prepare_video(video, target, detector, analyzer, args)
+        except ValueError as error:
+            failed += 1
+            print(f"{video.name}: skipped: {error}", file=sys.stderr)
+            continue
+        print(f"{video.name}: {count} frames -> {target}")
+        prepared.append(target)
+    atomic_file(out / VIDEO_LIST, lambda tmp: tmp.write_text("".join(f"{p.name}\n" for p in prepared)))
     print(f"{len(prepared)} videos in {out / VIDEO_LIST}" + (f"; {failed} skipped" if failed else ""))
     return 1 if failed else 0
