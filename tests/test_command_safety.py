@@ -249,6 +249,16 @@ def test_missing_sources_say_what_they_are(job, capsys):
     one_line_error(capsys, "--video nowhere.mp4 does not exist")
 
 
+def test_pose_folders_with_stray_files_or_mixed_sizes_are_refused(job, capsys):
+    (job / "poses" / "notes.txt").write_text("the user's")
+    assert animate() == 2
+    one_line_error(capsys, "--poses poses holds notes.txt, which is not a pose frame")
+    (job / "poses" / "notes.txt").unlink()
+    Image.new("RGB", (32, 32)).save(job / "poses" / "frame_1.png")
+    assert animate() == 2
+    one_line_error(capsys, "frame_1.png is 32x32 but the first frame is 64x128")
+
+
 def test_bad_face_boxes_file_names_it(job, capsys):
     (job / "poses" / "face_boxes.json").write_text("{ broken")
     assert animate() == 2

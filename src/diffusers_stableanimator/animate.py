@@ -131,6 +131,12 @@ def read_pose_folder(folder: Path, width: int, height: int, stride: int, max_fra
     from .preprocessing.face_boxes import read_face_boxes
     from .preprocessing.video_io import list_frame_files, read_frames
 
+    from .preprocessing.extract import OUTPUT_FILES
+
+    stray = sorted(p.name for p in folder.iterdir() if p not in list_frame_files(folder) and p.name not in OUTPUT_FILES and not p.name.startswith("."))
+    if stray:
+        raise AnimateError(f"--poses {folder} holds {', '.join(stray[:3])}, which {'is not a pose frame' if len(stray) == 1 else 'are not pose frames'}; "
+                           "move them away (a pose folder holds only frame images, as extract-poses writes it).")
     boxes = None
     if (folder / "face_boxes.json").is_file():
         boxes = read_face_boxes(folder / "face_boxes.json", width, height)
@@ -139,6 +145,10 @@ def read_pose_folder(folder: Path, width: int, height: int, stride: int, max_fra
                                "an incomplete or mixed extract-poses folder; run extract-poses again.")
         boxes = boxes[::stride][:max_frames]
     frames = [Image.fromarray(frame) for frame in read_frames(folder, stride=stride, max_frames=max_frames)]
+    odd = [(path.name, frame.size) for path, frame in zip(list_frame_files(folder)[::stride], frames) if frame.size != frames[0].size]
+    if odd:
+        raise AnimateError(f"--poses {folder}: {odd[0][0]} is {odd[0][1][0]}x{odd[0][1][1]} but the first frame is "
+                           f"{frames[0].size[0]}x{frames[0].size[1]}; all pose frames must have one size (run extract-poses again).")
     return frames, boxes
 
 
