@@ -1,23 +1,26 @@
-"""A Gradio app: reference image + driving video in, animation out, with the memory presets.
+"""A Gradio app on the package's API: reference photo + driving video in, animation out.
 
     pip install gradio "diffusers-stableanimator[all]"
     python examples/gradio_app.py --model path/or/repo --face-models ~/models/antelopev2
 
-Gradio is an optional extra: it is imported only here. The app calls the same code as
-`stableanimator animate`, so every option behaves as in the command line.
+Gradio is an optional extra: it is imported only here. The models are loaded once when the app starts; each
+request prepares its reference, extracts its poses and animates, with the same checks and one-line errors as
+`stableanimator animate`.
 """
 
 import argparse
 import tempfile
 from pathlib import Path
 
-from diffusers_stableanimator.animate import add_arguments, animate
+from diffusers_stableanimator import Animator
+from diffusers_stableanimator.errors import StableAnimatorError
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", required=True)
-parser.add_argument("--face-models", help="antelopev2 folder")
+parser.add_argument("--face-models", help="antelopev2 folder (without it: no identity guidance)")
 parser.add_argument("--det-model")
 parser.add_argument("--pose-model")
+parser.add_argument("--memory", choices=("high", "balanced", "low"), default="balanced")
 parser.add_argument("--share", action="store_true")
 cli = parser.parse_args()
 
@@ -26,24 +29,20 @@ try:
 except ImportError as error:
     raise SystemExit("This example needs Gradio: pip install gradio") from error
 
+animator = Animator.load(cli.model, face_models=cli.face_models, det_model=cli.det_model, pose_model=cli.pose_model, memory=cli.memory)
 
-def run(image_path, video_path, memory, steps, guidance, seed, face_optimization, max_frames):
+
+def run(image_path, video_path, steps, guidance, seed, face_optimization, max_frames, progress=gr.Progress(track_tqdm=True)):
     if not image_path or not video_path:
         raise gr.Error("Give a reference image and a driving video.")
-    out = Path(tempfile.mkdtemp()) / "animation.mp4"
-    defaults = argparse.ArgumentParser()
-    add_arguments(defaults)
-    args = defaults.parse_args([
-        "--model", cli.model, "--image", image_path, "--video", video_path, "--out", str(out),
-        "--memory", memory, "--steps", str(int(steps)), "--guidance", str(guidance), "--seed", str(int(seed)),
-        "--face-optimization", "auto" if face_optimization else "off", "--max-frames", str(int(max_frames)),
-        *(["--face-models", cli.face_models] if cli.face_models else ["--allow-no-face"]),
-        *(["--det-model", cli.det_model] if cli.det_model else []),
-        *(["--pose-model", cli.pose_model] if cli.pose_model else []),
-    ])
     try:
-        animate(args)
-    except Exception as error:  # show the message in the UI rather than a stack trace
+        reference = animator.prepare_reference(image_path, allow_no_face=cli.face_models is None)
+        poses = animator.extract_poses(video_path, reference, max_frames=int(max_frames))
+        animation = animator.animate(reference, poses, steps=int(steps), guidance=float(guidance), seed=int(seed),
+                                     face_optimization="auto" if face_optimization else "off")
+        out = Path(tempfile.mkdtemp()) / "animation.mp4"
+        animation.save(out)
+    except (StableAnimatorError, OSError, ValueError) as error:  # the message, not a stack trace
         raise gr.Error(str(error)) from error
     return str(out)
 
@@ -55,12 +54,11 @@ with gr.Blocks(title="StableAnimator") as demo:
         video = gr.Video(label="Driving video")
         result = gr.Video(label="Animation")
     with gr.Row():
-        memory = gr.Radio(["high", "balanced", "low"], value="balanced", label="Memory preset")
         steps = gr.Slider(5, 50, value=25, step=1, label="Steps")
         guidance = gr.Slider(1.0, 6.0, value=3.0, step=0.1, label="Guidance")
         seed = gr.Number(value=42, precision=0, label="Seed")
         max_frames = gr.Number(value=64, precision=0, label="Max frames")
         face_opt = gr.Checkbox(value=True, label="Face optimisation")
-    gr.Button("Animate").click(run, [image, video, memory, steps, guidance, seed, face_opt, max_frames], result)
+    gr.Button("Animate").click(run, [image, video, steps, guidance, seed, face_opt, max_frames], result)
 
 demo.launch(share=cli.share)

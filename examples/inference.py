@@ -1,55 +1,37 @@
-"""Plain-Python inference: reference photo + a folder of aligned pose frames -> mp4.
+"""Plain-Python inference with the package's API: reference photo + driving video (or pose folder) -> mp4.
 
-    python examples/inference.py --model path/or/repo --image ref.png --poses poses/ --face-models ~/models/antelopev2
+    python examples/inference.py --model path/or/repo --image ref.png --video driving.mp4 --face-models ~/models/antelopev2
 
-Poses come from `stableanimator extract-poses --video driving.mp4 --reference ref.png --out poses/`, which
-also writes the face boxes used here for face optimisation. The `stableanimator animate` command does all of
-this (and the pose extraction) in one go; this script shows the Python API step by step.
+`stableanimator animate` is a thin layer over the same calls. Each step can be used alone: prepare the reference
+once and animate it along several driving videos, or save the extracted poses to look at them first.
 """
 
 import argparse
-from pathlib import Path
 
-import torch
-from diffusers.utils import export_to_video, load_image
-
-from diffusers_stableanimator import StableAnimatorPipeline
-from diffusers_stableanimator.preprocessing import FaceAnalyzer, read_face_boxes
-from diffusers_stableanimator.preprocessing.video_io import list_frame_files
+from diffusers_stableanimator import Animator
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--model", required=True)
+parser.add_argument("--model", required=True, help="converted pipeline folder or Hub repo id")
 parser.add_argument("--image", required=True)
-parser.add_argument("--poses", required=True)
+parser.add_argument("--video", required=True, help="driving video (mp4, or a folder of its frames)")
 parser.add_argument("--face-models", required=True, help="antelopev2 folder (scrfd_10g_bnkps.onnx, glintr100.onnx)")
 parser.add_argument("--out", default="animation.mp4")
+parser.add_argument("--steps", type=int, default=25)
 args = parser.parse_args()
 
-device = "cuda" if torch.cuda.is_available() else "cpu"
-dtype = torch.float16 if device == "cuda" else torch.float32
-pipe = StableAnimatorPipeline.from_pretrained(args.model, dtype=dtype)
-pipe.enable_model_cpu_offload(device=device)  # the "balanced" memory preset; use pipe.to(device) with more memory
+# The models, loaded once: the pipeline (half precision and the "balanced" memory preset on a GPU), face analysis,
+# and DWPose (from the documented model folder, on first use).
+animator = Animator.load(args.model, face_models=args.face_models)
 
-image = load_image(args.image)
-poses = [load_image(str(path)) for path in list_frame_files(args.poses)]
-width, height = poses[0].size
+# The reference at the trained size nearest its aspect ratio, with its face embedding (the training recipe).
+reference = animator.prepare_reference(args.image)
+print(f"output size {reference.width}x{reference.height}")
 
-# The embedding the released weights were trained with (reference resized to the generation size, BGR).
-analyzer = FaceAnalyzer(args.face_models, device=device)
-face_embeds = analyzer.reference_embedding(image, width, height)
+# Driving poses in memory: detected, aligned to the reference body, drawn as in training, with face boxes.
+# (`animator.animate` also takes the path of a driving video or of an extract-poses folder directly.)
+poses = animator.extract_poses(args.video, reference)
 
-face_optimization = {}
-boxes_file = Path(args.poses) / "face_boxes.json"  # written by `stableanimator extract-poses`
-if pipe.face_recognizer is not None and boxes_file.is_file():
-    face_optimization = dict(
-        face_optimization={"mode": "face_crop"},
-        face_boxes=read_face_boxes(boxes_file, width, height),
-        reference_face_box=tuple(float(v) for v in analyzer.analyze(image).bbox),
-    )
-
-frames = pipe(
-    image, poses, face_embeds=face_embeds, height=height, width=width, decode_chunk_size=4,
-    generator=torch.Generator().manual_seed(42), **face_optimization,
-).frames[0]
-export_to_video(frames, args.out, fps=8)
-print(f"wrote {args.out}")
+# Face optimisation runs when the model has a face recognizer and face boxes exist ("auto").
+animation = animator.animate(reference, poses, steps=args.steps, guidance=3.0, seed=42)
+for path in animation.save(args.out):
+    print(f"wrote {path}")

@@ -98,19 +98,26 @@ def test_errors_are_one_line_and_name_the_problem(job, capsys):
     assert not list(job.glob("*.mp4"))
 
 
-def test_animate_batch_skips_done_jobs(job, capsys):
+def test_animate_batch_skips_done_jobs_and_loads_the_model_once(job, capsys, monkeypatch):
+    from diffusers_stableanimator import animator
+
+    loads = []
+    load_pipeline = animator.load_pipeline
+    monkeypatch.setattr(animator, "load_pipeline", lambda *a, **k: (loads.append(a[0]), load_pipeline(*a, **k))[1])
     jobs = job / "jobs.jsonl"
     jobs.write_text("\n".join(json.dumps(j) for j in [
         {"image": str(job / "ref.png"), "poses": str(job / "poses"), "out": "one.mp4"},
         {"image": str(job / "ref.png"), "poses": str(job / "poses"), "out": "two.mp4", "max_frames": 2},
+        {"image": str(job / "ref.png"), "poses": str(job / "poses"), "out": "three.mp4", "max_frames": 3},
     ]))
     out_dir = job / "outs"
     out_dir.mkdir()
     (out_dir / "one.mp4").write_bytes(b"done before")
     assert main(["animate-batch", str(jobs), "--out-dir", str(out_dir), "--model", "tiny-random", "--allow-no-face", *FAST]) == 0
-    assert "2 jobs, 1 already done, 0 invalid, 1 to run" in capsys.readouterr().out
+    assert "3 jobs, 1 already done, 0 invalid, 2 to run" in capsys.readouterr().out
     assert (out_dir / "one.mp4").read_bytes() == b"done before"
-    assert _mp4_info(out_dir / "two.mp4")[0] == 2
+    assert _mp4_info(out_dir / "two.mp4")[0] == 2 and _mp4_info(out_dir / "three.mp4")[0] == 3
+    assert loads == ["tiny-random"]  # one load serves both jobs
 
     jobs.write_text(json.dumps({"image": "x.png", "video": "a.mp4", "poses": "p"}))
     assert main(["animate-batch", str(jobs), "--out-dir", str(out_dir), "--model", "tiny-random"]) == 1
@@ -142,7 +149,7 @@ def test_animate_from_a_driving_video_with_face_models(tmp_path, pose_models, fa
                  "--stride", "2", "--face-optimization", "on", "--device", "cpu", *FAST]) == 0
     printed = capsys.readouterr().out
     assert "Output size 64x128" in printed and "Face optimisation off" not in printed
-    assert "Face optimisation on (asked for with --face-optimization on); its steps take longer." in printed
+    assert "Face optimisation on (asked for); its steps take longer." in printed
     count, shape, fps = _mp4_info(out)
     assert count == 3 and shape == (128, 64, 3) and fps == pytest.approx(6)  # 12 fps with stride 2
     assert len(loads) == 1  # one load serves the face-box calibration and the embedding

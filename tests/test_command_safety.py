@@ -213,9 +213,9 @@ def test_damaged_or_missing_models_name_the_folder_or_file(job, tiny_pipe, capsy
 
 
 def test_unwritable_or_folder_outputs_are_refused_before_generation(job, capsys, monkeypatch):
-    from diffusers_stableanimator import animate as animate_module
+    from diffusers_stableanimator import animator
 
-    monkeypatch.setattr(animate_module, "load_pipeline", lambda *a: pytest.fail("the model must not be loaded"))
+    monkeypatch.setattr(animator, "load_pipeline", lambda *a, **k: pytest.fail("the model must not be loaded"))
     assert animate(out="/sys/out.mp4") == 2  # read-only for everyone, root included
     one_line_error(capsys, "--out /sys/out.mp4: cannot write in /sys")
     assert animate(out="photos") == 2
@@ -291,9 +291,9 @@ def test_batch_skips_bad_lines_and_failing_jobs_but_runs_the_rest(job, capsys):
 
 
 def test_no_traceback_even_for_an_unexpected_error(job, capsys, monkeypatch):
-    from diffusers_stableanimator import animate as animate_module
+    from diffusers_stableanimator import animator
 
-    monkeypatch.setattr(animate_module, "load_pipeline", lambda *a: 1 / 0)
+    monkeypatch.setattr(animator, "load_pipeline", lambda *a, **k: 1 / 0)
     assert animate() == 1
     one_line_error(capsys, "unexpected error: ZeroDivisionError", "STABLEANIMATOR_TRACEBACK=1")
 

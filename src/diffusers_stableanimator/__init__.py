@@ -12,12 +12,16 @@ quiet_library_noise()
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "Animation": ".animator",
+    "Animator": ".animator",
     "ArcFaceIResNet": ".models",
     "FaceEncoder": ".models",
+    "DrivingPoses": ".animator",
     "FaceOptimizationConfig": ".face_optimization",
     "HJBEulerScheduler": ".schedulers",
     "IDAdapterAttnProcessor": ".models",
     "PoseNet": ".models",
+    "Reference": ".animator",
     "StableAnimatorPipeline": ".pipeline_stableanimator",
     "StableAnimatorPipelineOutput": ".pipeline_stableanimator",
     "StableAnimatorUNetModel": ".models",

@@ -12,14 +12,11 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 
+from .animator import SUPPORTED_SIZES, TINY_RANDOM, TINY_SIZES, choose_resolution  # noqa: F401  (re-exported)
 from .errors import StableAnimatorError
 
-TINY_RANDOM = "tiny-random"
-SUPPORTED_SIZES = [(512, 512), (576, 1024)]  # (width, height) the released weights are trained at
-TINY_SIZES = [(64, 64), (64, 128)]  # the tiny random model's stand-ins, same aspect-ratio logic
 REQUIRED_COMPONENTS = ("vae", "image_encoder", "feature_extractor", "unet", "pose_net", "face_encoder", "scheduler")
 
 
@@ -28,12 +25,6 @@ class AnimateError(StableAnimatorError):
 
 
 # ------------------------------------------------------------------------------------------------ pieces
-def choose_resolution(reference_width: int, reference_height: int, supported=SUPPORTED_SIZES) -> tuple[int, int]:
-    """The supported (width, height) whose aspect ratio is nearest the reference's (compared in log scale)."""
-    aspect = math.log(reference_width / reference_height)
-    return min(supported, key=lambda size: abs(math.log(size[0] / size[1]) - aspect))
-
-
 def check_pipeline_folder(path: Path) -> None:
     """Name what is missing or damaged when a folder is not a loadable StableAnimator pipeline (cheap: configs and
     safetensors headers only)."""
@@ -75,26 +66,6 @@ def check_model(model: str) -> None:
         raise AnimateError(f"--model {model}: no such folder. Give a converted pipeline folder, a Hub repo id (owner/name) or '{TINY_RANDOM}'.")
 
 
-def load_pipeline(model: str, dtype):
-    import torch
-
-    from .memory_presets import cast_pipeline
-    from .pipeline_stableanimator import StableAnimatorPipeline
-    from .testing import tiny_random_pipeline
-
-    if model == TINY_RANDOM:
-        print("Using the tiny random model: the output is noise (an install check, not an animation).")
-        pipe = tiny_random_pipeline()
-        return pipe if dtype == torch.float32 else cast_pipeline(pipe, dtype)
-    local = Path(model).expanduser()
-    try:
-        return StableAnimatorPipeline.from_pretrained(str(local) if local.exists() else model, dtype=dtype)
-    except Exception as error:  # network, Hub and file errors come in many types; the user needs one line
-        reason = " ".join(str(error).split())[:300] or type(error).__name__
-        where = "the folder may be incomplete: convert or download it again" if local.exists() else "check the repo id, your network and Hub login, or give a local folder"
-        raise AnimateError(f"--model {model} could not be loaded ({reason}); {where}.") from None
-
-
 def resolve_size(args, reference_size: tuple[int, int]) -> tuple[int, int]:
     supported = TINY_SIZES if args.model == TINY_RANDOM else SUPPORTED_SIZES
     if args.width or args.height:
@@ -110,48 +81,6 @@ def resolve_size(args, reference_size: tuple[int, int]) -> tuple[int, int]:
     return width, height
 
 
-def extract_driving_poses(args, reference_path: str, width: int, height: int, out_dir: Path, face_analyzer=None) -> None:
-    """Run the `extract-poses` steps on the driving video into `out_dir`."""
-    from .preprocessing.extract import extract_poses
-    from .preprocessing.keypoints import load_poses
-
-    extract_poses(argparse.Namespace(
-        video=args.video, reference=reference_path, out=str(out_dir), det_model=args.det_model,
-        pose_model=args.pose_model, face_models=args.face_models, stride=args.stride, max_frames=args.max_frames,
-        no_align=args.no_align, width=width, height=height, device=args.device, batch_size=8, overwrite=True,
-    ), face_analyzer=face_analyzer)
-    if not any(pose.body_visible.any() for pose in load_poses(out_dir / "keypoints.npz")):
-        raise AnimateError(f"No person was detected in any frame of {args.video}; use a driving video that shows a person.")
-
-
-def read_pose_folder(folder: Path, width: int, height: int, stride: int, max_frames: int | None):
-    """Pose frames of a folder, and its face boxes if `extract-poses` wrote them (else None)."""
-    from PIL import Image
-
-    from .preprocessing.face_boxes import read_face_boxes
-    from .preprocessing.video_io import list_frame_files, read_frames
-
-    from .preprocessing.extract import OUTPUT_FILES
-
-    stray = sorted(p.name for p in folder.iterdir() if p not in list_frame_files(folder) and p.name not in OUTPUT_FILES and not p.name.startswith("."))
-    if stray:
-        raise AnimateError(f"--poses {folder} holds {', '.join(stray[:3])}, which {'is not a pose frame' if len(stray) == 1 else 'are not pose frames'}; "
-                           "move them away (a pose folder holds only frame images, as extract-poses writes it).")
-    boxes = None
-    if (folder / "face_boxes.json").is_file():
-        boxes = read_face_boxes(folder / "face_boxes.json", width, height)
-        if len(boxes) != len(list_frame_files(folder)):
-            raise AnimateError(f"--poses {folder} holds {len(list_frame_files(folder))} pose frames but face_boxes.json lists {len(boxes)}: "
-                               "an incomplete or mixed extract-poses folder; run extract-poses again.")
-        boxes = boxes[::stride][:max_frames]
-    frames = [Image.fromarray(frame) for frame in read_frames(folder, stride=stride, max_frames=max_frames)]
-    odd = [(path.name, frame.size) for path, frame in zip(list_frame_files(folder)[::stride], frames) if frame.size != frames[0].size]
-    if odd:
-        raise AnimateError(f"--poses {folder}: {odd[0][0]} is {odd[0][1][0]}x{odd[0][1][1]} but the first frame is "
-                           f"{frames[0].size[0]}x{frames[0].size[1]}; all pose frames must have one size (run extract-poses again).")
-    return frames, boxes
-
-
 def load_face_analyzer(args):
     """The face models, loaded once for the face boxes and the embedding; None without `--face-models` (only with
     `--allow-no-face`, checked before any heavy work)."""
@@ -163,20 +92,6 @@ def load_face_analyzer(args):
     from .preprocessing.face_analysis import FaceAnalyzer
 
     return FaceAnalyzer(args.face_models, device=args.device)
-
-
-def reference_face(args, analyzer, image, width: int, height: int):
-    """(raw embedding, face box in the reference's pixels or None)."""
-    import numpy as np
-
-    if analyzer is None:
-        print("No --face-models given and --allow-no-face: using a zero face embedding (no identity guidance).")
-        return np.zeros(512, dtype=np.float32), None
-    from .pipeline_stableanimator import StableAnimatorPipeline
-
-    embedding = StableAnimatorPipeline.embed_face(image, analyzer, width, height, allow_no_face=args.allow_no_face)
-    face = analyzer.analyze(image, allow_no_face=True)
-    return embedding, None if face is None else tuple(float(v) for v in face.bbox)
 
 
 def output_paths(args) -> dict[str, Path]:
@@ -233,20 +148,6 @@ def check_sources(args) -> None:
         raise AnimateError(f"--video {args.video} does not exist; give a driving video file or a folder of its frames.")
 
 
-def write_outputs(args, frames, fps: float) -> list[Path]:
-    """All outputs are written under temporary names and moved into place together once every one is complete."""
-    from .outputs import StagedOutputs
-    from .preprocessing.video_io import write_frames, write_video
-
-    with StagedOutputs() as staged:
-        for name, path in output_paths(args).items():
-            if name == "--frames-dir":
-                write_frames(staged.folder(path), frames)
-            else:
-                write_video(staged.file(path), frames, fps=fps)
-    return list(output_paths(args).values())
-
-
 # ------------------------------------------------------------------------------------------------ command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help=f"pipeline folder or Hub repo id, or '{TINY_RANDOM}' to check an install")
@@ -282,11 +183,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-align", action="store_true", help="do not align the driving poses to the reference body")
 
 
-def animate(args: argparse.Namespace) -> list[Path]:
+def animate(args: argparse.Namespace, animator=None) -> list[Path]:
+    """The `animate` command on the Python API (`animator.py`). `animator`: models already loaded with the same
+    --model, --dtype, --device, --memory and --face-models (animate-batch reuses them across jobs)."""
     import torch
 
+    from .animator import Animator, DrivingPoses
     from .images import REFERENCE_MIN_SIDE, open_image
-    from .memory_presets import NEXT_LOWER, apply_memory_preset, resolve_device, resolve_dtype
+    from .memory_presets import NEXT_LOWER, resolve_device
 
     # 1. Everything that can be checked without a model, before any heavy work
     check_numbers(args)
@@ -294,55 +198,34 @@ def animate(args: argparse.Namespace) -> list[Path]:
     check_outputs(args)
     check_model(args.model)
     image = open_image(args.image, "--image", min_side=REFERENCE_MIN_SIDE)
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    resolve_device(args.device)
     width, height = resolve_size(args, image.size)
-    analyzer = load_face_analyzer(args)
-    fps = args.fps or 8.0
-    if args.fps is None and args.video and Path(args.video).is_file():
-        from .preprocessing.video_io import video_fps
+    if animator is None:
+        analyzer = load_face_analyzer(args)
+        animator = Animator.load_for_command(args, analyzer)
+    elif animator.face_analyzer is None and not args.allow_no_face:
+        load_face_analyzer(args)  # says that --face-models is needed
 
-        fps = (video_fps(args.video) or 8.0 * args.stride) / args.stride
-
-    # 2. Poses and the reference's face
-    with tempfile.TemporaryDirectory() as scratch:
-        if args.video:
-            pose_dir = Path(scratch) / "poses"
-            extract_driving_poses(args, args.image, width, height, pose_dir, analyzer)
-            frames, boxes = read_pose_folder(pose_dir, width, height, stride=1, max_frames=None)
-        else:
-            frames, boxes = read_pose_folder(Path(args.poses), width, height, args.stride, args.max_frames)
-    face_embeds, reference_box = reference_face(args, analyzer, image, width, height)
-
-    # 3. The pipeline, with a memory preset and face optimisation when it can run
-    pipe = load_pipeline(args.model, dtype)
-    call_kwargs = apply_memory_preset(pipe, args.memory, device)
-    if args.face_optimization != "off":
-        missing = [what for what, ok in (("a face_recognizer component", pipe.face_recognizer is not None),
-                                         ("face boxes (from --video, or face_boxes.json in --poses)", boxes is not None),
-                                         ("a face in the reference", reference_box is not None)) if not ok]
-        if not missing:
-            call_kwargs.update(face_optimization={"mode": args.face_optimization_mode}, face_boxes=boxes, reference_face_box=reference_box)
-            why = "asked for with --face-optimization on" if args.face_optimization == "on" else "--face-optimization auto: the model has a face recognizer and face boxes were found"
-            print(f"Face optimisation on ({why}); its steps take longer. --face-optimization off skips it.")
-        elif args.face_optimization == "on":
-            raise AnimateError(f"--face-optimization on needs {', '.join(missing)}.")
-        else:
-            print(f"Face optimisation off: it needs {', '.join(missing)}.")
-
-    # 4. Generate, then write every output at once
+    # 2. The reference (one face analysis), the poses (in memory), the animation
+    reference = animator.prepare_reference(image, width, height, allow_no_face=args.allow_no_face)
+    if args.video:
+        poses = animator.extract_poses(args.video, reference, stride=args.stride, max_frames=args.max_frames, align=not args.no_align)
+    else:
+        poses = DrivingPoses.load(args.poses, width, height, args.stride, args.max_frames, option="--poses")
     try:
-        video = pipe(
-            image, frames, face_embeds=face_embeds, height=height, width=width, num_inference_steps=args.steps,
-            min_guidance_scale=args.guidance, max_guidance_scale=args.guidance, noise_aug_strength=args.noise_aug_strength,
-            tile_size=args.tile_size, tile_overlap=args.tile_overlap, generator=torch.Generator().manual_seed(args.seed),
-            **call_kwargs,
-        ).frames[0]
+        animation = animator.animate(
+            reference, poses, steps=args.steps, guidance=args.guidance, seed=args.seed, noise_aug_strength=args.noise_aug_strength,
+            tile_size=args.tile_size, tile_overlap=args.tile_overlap, fps=args.fps,
+            face_optimization=args.face_optimization, face_optimization_mode=args.face_optimization_mode,
+        )
     except torch.OutOfMemoryError as error:
         lower = NEXT_LOWER[args.memory]
         hint = f"try --memory {lower}" if lower else "try fewer frames (--max-frames), a smaller --tile-size or a smaller size"
         raise AnimateError(f"Out of memory with --memory {args.memory}: {hint}.") from error
-    return write_outputs(args, video, fps)
+
+    # 3. Every output at once
+    outputs = output_paths(args)
+    return animation.save(outputs["--out"], gif=args.gif, frames_dir=args.frames_dir, overwrite=args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ Each line of the jobs file is a JSON object with `image`, and `video` or `poses`
 its long name (`{"image": "a.png", "video": "a.mp4", "steps": 20, "max_frames": 48}`); `out` (a file name in
 DIR) defaults to the image's name with `.mp4`. Jobs whose output exists are skipped. Under
 `accelerate launch --num_processes N stableanimator animate-batch ...` each process takes its share of the
-jobs and runs on its own GPU. A line that is not a valid job is reported and skipped, and a job that fails is
+jobs and runs on its own GPU; each process loads the models once for all its jobs. A line that is not a valid job is reported and skipped, and a job that fails is
 reported without stopping the others; the exit status is 1 when any job was skipped or failed.
 """
 
@@ -105,6 +105,17 @@ def run(args: argparse.Namespace) -> int:
     from .animate import animate
     from .outputs import check_writable
 
+    animators = {}  # the models, loaded once per process for every job that uses the same ones
+
+    def animator_for(job):
+        from .animate import load_face_analyzer
+        from .animator import Animator
+
+        key = tuple(str(getattr(job, name)) for name in ("model", "dtype", "device", "memory", "face_models", "det_model", "pose_model"))
+        if key not in animators:
+            animators[key] = Animator.load_for_command(job, load_face_analyzer(job) if job.face_models else None)
+        return animators[key]
+
     jobs_file, out_dir = Path(args.jobs), Path(args.out_dir)
     if not jobs_file.is_file():
         raise FileNotFoundError(f"jobs file {jobs_file} does not exist; give a .jsonl file with one JSON job per line.")
@@ -125,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
             if args.device is None and state.device.type == "cuda":
                 job.device = str(state.device)
             try:
-                for path in animate(job):
+                for path in animate(job, animator=animator_for(job)):
                     print(f"wrote {path}")
             except Exception as error:  # one failing job never stops the others; KeyboardInterrupt still does
                 failures += 1

@@ -51,29 +51,23 @@ def generate(pairs: list[tuple[str, Path]], poses: Path, out: Path, protocol: Pr
     """Animate every `(name, real video)` into `out/<name>/frame_<i>.png`."""
     import torch
 
-    from ..animate import check_model, load_pipeline, read_pose_folder
-    from ..memory_presets import apply_memory_preset, resolve_dtype
-    from ..pipeline_stableanimator import StableAnimatorPipeline
+    from ..animate import check_model
+    from ..animator import Animator, DrivingPoses, load_pipeline
+    from ..memory_presets import resolve_dtype
 
     device = torch.device(device)
     check_model(protocol.model)
     folders = {name: pose_folder(poses, name) for name, _ in pairs}  # all checked before the model is loaded
-    pipe = load_pipeline(protocol.model, resolve_dtype("auto", device))
-    call_kwargs = apply_memory_preset(pipe, protocol.memory, device)
+    pipe = load_pipeline(protocol.model, resolve_dtype("auto", device), option="--model")
+    animator = Animator(pipe, face_analyzer, device=device, memory=protocol.memory, say=lambda line: None)
     for name, video in progress(pairs) if progress else pairs:
         image = first_frame(video)
         width, height = image.size
         if width % 64 or height % 64:
             raise StableAnimatorError(f"--dataset video {video} is {width}x{height}; the model generates sizes that are multiples of 64: resize the test videos (the released weights are trained at 512x512 and 576x1024).")
-        frames, _ = read_pose_folder(folders[name], width, height, stride=1, max_frames=protocol.max_frames)
-        if face_analyzer is not None:
-            embedding = StableAnimatorPipeline.embed_face(image, face_analyzer, width, height, allow_no_face=True)
-            face_embeds = torch.from_numpy(embedding)[None]
-        else:
-            face_embeds = torch.zeros(1, pipe.face_encoder.config.id_embeddings_dim)  # no face models: no identity guidance
-        result = pipe(
-            image, frames, face_embeds=face_embeds, height=height, width=width, num_inference_steps=protocol.steps,
-            min_guidance_scale=protocol.guidance, max_guidance_scale=protocol.guidance,
-            generator=torch.Generator().manual_seed(protocol.seed), **call_kwargs,
-        ).frames[0]
-        write_frames(out / name, result)
+        # No face models: a zero embedding (no identity guidance); face optimisation stays off in this protocol.
+        reference = animator.prepare_reference(image, width, height, allow_no_face=True)
+        driving = DrivingPoses.load(folders[name], width, height, max_frames=protocol.max_frames, option="--dataset-poses")
+        animation = animator.animate(reference, driving, steps=protocol.steps, guidance=protocol.guidance, seed=protocol.seed,
+                                     face_optimization="off")
+        write_frames(out / name, animation.frames)

@@ -14,8 +14,6 @@ with --overwrite and only if it holds nothing but these files.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 OUTPUT_FILES = ("keypoints.npz", "reference_keypoints.npz", "face_boxes.json")
@@ -72,69 +70,33 @@ def _check_args(args: argparse.Namespace) -> None:
     onnx_providers(args.device)  # an unknown or missing device is reported now, not after reading the video
 
 
-def extract_poses(args: argparse.Namespace, face_analyzer=None) -> dict:
-    """The `extract-poses` steps. `face_analyzer`: already loaded face models to use instead of loading
-    `args.face_models` again."""
-    import numpy as np
-    from tqdm.auto import tqdm
-
+def extract_poses(args: argparse.Namespace):
+    """The `extract-poses` command on the Python API (`Animator.extract_poses`, `DrivingPoses.save`)."""
+    from ..animator import Animator
     from ..images import REFERENCE_MIN_SIDE, open_image
-    from ..outputs import StagedOutputs
-    from .alignment import align_poses
-    from .drawing import render_pose
-    from .dwpose import DWPoseDetector
-    from .face_boxes import BOX_CONVENTION, DEFAULT_FACE_BOX_MARGIN, FaceBoxMargin, face_boxes_from_poses, margin_to_dict
-    from .keypoints import save_poses
-    from .video_io import read_frames, write_image
 
     _check_args(args)
     _check_output(args)
-    reference_image = np.asarray(open_image(args.reference, "--reference", min_side=REFERENCE_MIN_SIDE)) if args.reference else None
-    detector = DWPoseDetector(args.det_model, args.pose_model, device=args.device)
-    frames = read_frames(args.video, stride=args.stride, max_frames=args.max_frames)
-    reference_pose = detector(reference_image) if reference_image is not None else None
-    driving = detector.detect_video(frames, batch_size=args.batch_size, progress=True)
-    aligned, transform = align_poses(reference_pose, driving, enabled=not args.no_align)
-    width, height = (args.width, args.height) if args.width else (transform.width, transform.height)
-
-    margin, margin_source, reference_box = DEFAULT_FACE_BOX_MARGIN, "default", None
+    reference_image = open_image(args.reference, "--reference", min_side=REFERENCE_MIN_SIDE) if args.reference else None
+    analyzer = None
     if args.face_models:
         from .face_analysis import FaceAnalyzer
 
-        face = (face_analyzer or FaceAnalyzer(args.face_models, device=args.device)).analyze(reference_image)
-        margin, margin_source = FaceBoxMargin.calibrate(reference_pose, face.bbox), "reference"
-        sx, sy = width / reference_image.shape[1], height / reference_image.shape[0]
-        reference_box = [float(face.bbox[0] * sx), float(face.bbox[1] * sy), float(face.bbox[2] * sx), float(face.bbox[3] * sy)]
-    boxes = face_boxes_from_poses(aligned, width, height, margin)
-
-    summary = {
-        "width": width,
-        "height": height,
-        "aligned": not args.no_align,
-        "alignment": {"scale": list(transform.scale), "offset": list(transform.offset)},
-        "margin": margin_to_dict(margin),
-        "margin_source": margin_source,
-        "reference_box": reference_box,
-        "box_convention": BOX_CONVENTION,
-        "boxes": [list(b) if b is not None else None for b in boxes],
-    }
-    # The folder appears only when complete: an interrupted run leaves no partial pose set for `animate` to take.
-    with StagedOutputs() as staged:
-        out = staged.folder(args.out)
-        for i, pose in enumerate(tqdm(aligned, desc="Drawing", unit="frame")):
-            write_image(out / f"frame_{i}.png", render_pose(pose, width, height))
-        save_poses(out / "keypoints.npz", aligned, scale=np.array(transform.scale), offset=np.array(transform.offset))
-        if reference_pose is not None:
-            save_poses(out / "reference_keypoints.npz", [reference_pose])
-        (out / "face_boxes.json").write_text(json.dumps(summary, indent=2))
-    return summary
+        analyzer = FaceAnalyzer(args.face_models, device=args.device)
+    animator = Animator(None, analyzer, args.det_model, args.pose_model, device=args.device)
+    animator.pose_detector  # noqa: B018  (missing or damaged DWPose files are reported before the video is read)
+    reference = None
+    if reference_image is not None:  # the face box (for the margin) is measured at the reference's own size
+        reference = animator.prepare_reference(reference_image, *reference_image.size, allow_no_face=True)
+    poses = animator.extract_poses(args.video, reference, args.width, args.height, stride=args.stride, max_frames=args.max_frames,
+                                   align=not args.no_align, batch_size=args.batch_size)
+    poses.save(args.out, overwrite=args.overwrite)
+    return poses
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = extract_poses(args)
-    found = sum(b is not None for b in summary["boxes"])
-    print(
-        f"Wrote {len(summary['boxes'])} pose frames ({summary['width']}x{summary['height']}) to {args.out}; "
-        f"face boxes in {found} of them."
-    )
+    poses = extract_poses(args)
+    found = sum(b is not None for b in poses.face_boxes)
+    width, height = poses.images[0].size
+    print(f"Wrote {len(poses.images)} pose frames ({width}x{height}) to {args.out}; face boxes in {found} of them.")
     return 0

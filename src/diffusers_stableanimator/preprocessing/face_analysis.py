@@ -168,17 +168,25 @@ class FaceAnalyzer:
             "without identity guidance, pass allow_no_face=True (a zero embedding is used)."
         )
 
-    def reference_embedding(self, image: Any, width: int, height: int, allow_no_face: bool = False) -> np.ndarray:
-        """The reference's embedding as the released weights were trained on it: the one recipe of the package.
+    def reference_face(self, image: Any, width: int, height: int, allow_no_face: bool = False) -> FaceInfo | None:
+        """The reference's largest face as the released weights were trained on it: the one recipe of the package.
 
         Training read the reference with OpenCV, resized it to the training size with `cv2.resize` (bilinear,
         no anti-aliasing) and gave insightface a BGR image; so this resizes to the generation size `width` x
         `height` the same way and analyses with this analyzer's colour order (BGR by default). Pillow's resize
-        filters anti-alias when shrinking and give another embedding."""
+        filters anti-alias when shrinking and give another embedding. The box is in the resized image's pixels."""
         rgb = load_rgb(image)
         if (rgb.shape[1], rgb.shape[0]) != (width, height):
             rgb = require_cv2().resize(rgb, (width, height), interpolation=require_cv2().INTER_LINEAR)
-        return self.get_embedding(rgb, allow_no_face=allow_no_face)
+        return self.analyze(rgb, allow_no_face=allow_no_face)
+
+    def reference_embedding(self, image: Any, width: int, height: int, allow_no_face: bool = False) -> np.ndarray:
+        """The raw embedding of `reference_face` (a zero vector and a warning without a face, with `allow_no_face`)."""
+        face = self.reference_face(image, width, height, allow_no_face=allow_no_face)
+        if face is None:
+            warnings.warn("No face detected in the reference image; using a zero face embedding.", stacklevel=2)
+            return np.zeros(EMBEDDING_DIM, dtype=np.float32)
+        return face.embedding
 
     def get_embedding(self, image: Any, allow_no_face: bool = False) -> np.ndarray:
         """Raw (512,) float32 ArcFace embedding of the largest face. With `allow_no_face=True` a face-less
