@@ -78,7 +78,44 @@ def _task_bad_launches(rank):
     return errors
 
 
-TASKS = {"equivalence": _task_equivalence, "bad launches": _task_bad_launches}
+def _task_commands(rank):
+    """`stableanimator animate` and `animate-batch` (one job) as `accelerate launch` runs them: the environment names
+    the process group; the commands join it."""
+    import contextlib
+    import io
+
+    from diffusers_stableanimator.cli import main
+
+    out = Path(os.environ["TEST_OUT"])
+    results = []
+    for argv in (_animate_argv(out, "parallel"), _batch_argv(out)):
+        stdout, stderr = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main(argv)
+        results.append((code, stdout.getvalue(), stderr.getvalue()))
+    return results
+
+
+TASKS = {"equivalence": _task_equivalence, "bad launches": _task_bad_launches, "commands": _task_commands}
+FAST = ["--steps", "2", "--tile-size", "4", "--tile-overlap", "1", "--allow-no-face", "--device", "cpu", "--memory", "high"]
+
+
+def _job_files(folder: Path):
+    image, poses, _ = synthetic_inputs(7)
+    image.save(folder / "ref.png")
+    (folder / "poses").mkdir()
+    for i, pose in enumerate(poses):
+        pose.save(folder / "poses" / f"frame_{i}.png")
+
+
+def _animate_argv(folder: Path, name: str):
+    return ["animate", "--model", "tiny-random", "--image", str(folder / "ref.png"), "--poses", str(folder / "poses"),
+            "--out", str(folder / f"{name}.mp4"), "--frames-dir", str(folder / f"{name}_frames"), *FAST]
+
+
+def _batch_argv(folder: Path):
+    (folder / "jobs.jsonl").write_text(f'{{"image": "{folder / "ref.png"}", "poses": "{folder / "poses"}", "out": "batch.mp4"}}\n')
+    return ["animate-batch", str(folder / "jobs.jsonl"), "--out-dir", str(folder / "batch"), "--model", "tiny-random", *FAST]
 
 
 def _worker(rank, port, task, out_dir):
@@ -86,7 +123,10 @@ def _worker(rank, port, task, out_dir):
 
     torch.set_num_threads(1)  # two processes on a shared CPU
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TEST_OUT=out_dir)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60))
+    if task == "commands":  # as `accelerate launch` / `torchrun` leave it: the commands start the group themselves
+        os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_WORLD_SIZE=str(WORLD_SIZE))
+    else:
+        dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60))
     try:
         result = {"ok": TASKS[task](rank)}
     except Exception as error:
@@ -163,6 +203,32 @@ def test_a_process_that_dies_stops_the_others(bad_launches):
     assert error is not None and error.startswith("Tile-parallel") and "another process stopped" in error, error
     assert "\n" not in error
     assert seconds < 60  # the peer's closed connection is noticed at once, not at the 60 s timeout
+
+
+def test_animate_and_animate_batch_under_a_launcher(tmp_path):
+    import imageio.v2 as imageio
+
+    from diffusers_stableanimator.cli import main
+
+    _job_files(tmp_path)
+    results = spawn("commands", tmp_path)
+    (animate0, batch0), (animate1, batch1) = results[0]["ok"], results[1]["ok"]
+    assert animate0[0] == animate1[0] == batch0[0] == batch1[0] == 0, results
+    assert "denoising 2 tiles on 2 processes" in animate0[1] and f"wrote {tmp_path / 'parallel.mp4'}" in animate0[1]
+    assert animate1[1] == ""  # the main process speaks and writes for all
+    assert "1 to run on 2 process(es), each shared by all processes (tile-parallel)" in batch0[1]
+    assert "denoising 2 tiles on 2 processes" in batch0[1] and "wrote" not in batch1[1]
+    assert (tmp_path / "batch" / "batch.mp4").is_file()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers
+    try:
+        assert main(_animate_argv(tmp_path, "single")) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for k in range(7):
+        single = imageio.imread(tmp_path / "single_frames" / f"frame_{k}.png")
+        assert np.array_equal(imageio.imread(tmp_path / "parallel_frames" / f"frame_{k}.png"), single)
 
 
 # ---------------------------------------------------------------------------------------------------- pieces

@@ -283,11 +283,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-align", action="store_true", help="do not align the driving poses to the reference body")
 
 
-def animate(args: argparse.Namespace) -> list[Path]:
+def animate(args: argparse.Namespace, tile_parallel: bool | None = None) -> list[Path]:
+    """Returns the paths written. `tile_parallel`: share the video's tiles among the processes of an `accelerate
+    launch` / `torchrun` run (default: when there are several); then only the main process writes."""
     import torch
 
     from .images import REFERENCE_MIN_SIDE, open_image
     from .memory_presets import NEXT_LOWER, apply_memory_preset, resolve_device, resolve_dtype
+    from .parallel import join_launched_group, launched_processes
 
     # 1. Everything that can be checked without a model, before any heavy work
     check_numbers(args)
@@ -296,6 +299,10 @@ def animate(args: argparse.Namespace) -> list[Path]:
     check_model(args.model)
     image = open_image(args.image, "--image", min_side=REFERENCE_MIN_SIDE)
     device = resolve_device(args.device)
+    if tile_parallel is None:
+        tile_parallel = launched_processes() > 1
+    if tile_parallel:
+        device = join_launched_group(device)
     dtype = resolve_dtype(args.dtype, device)
     width, height = resolve_size(args, image.size)
     analyzer = load_face_analyzer(args)
@@ -331,7 +338,16 @@ def animate(args: argparse.Namespace) -> list[Path]:
         else:
             print(f"Face optimisation off: it needs {', '.join(missing)}.")
 
-    # 4. Generate, then write every output at once
+    if tile_parallel:
+        import torch.distributed as dist
+
+        from .tiling import temporal_tiles
+
+        pipe.enable_tile_parallel()
+        if dist.get_rank() == 0:
+            print(f"denoising {len(temporal_tiles(len(frames), args.tile_size, args.tile_overlap))} tiles on {dist.get_world_size()} processes")
+
+    # 4. Generate, then write every output at once (one writer when processes share the video)
     try:
         video = pipe(
             image, frames, face_embeds=face_embeds, height=height, width=width, num_inference_steps=args.steps,
@@ -343,10 +359,19 @@ def animate(args: argparse.Namespace) -> list[Path]:
         lower = NEXT_LOWER[args.memory]
         hint = f"try --memory {lower}" if lower else "try fewer frames (--max-frames), a smaller --tile-size or a smaller size"
         raise AnimateError(f"Out of memory with --memory {args.memory}: {hint}.") from error
+    if tile_parallel and torch.distributed.get_rank() != 0:
+        return []
     return write_outputs(args, video, fps)
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in animate(args):
-        print(f"wrote {os.fspath(path)}")
+    from contextlib import nullcontext, redirect_stdout
+
+    from .parallel import is_main_launched_process
+
+    # Under `accelerate launch` every process runs this command: the main one speaks for all (errors still go
+    # to stderr from each).
+    with nullcontext() if is_main_launched_process() else redirect_stdout(open(os.devnull, "w")):
+        for path in animate(args):
+            print(f"wrote {os.fspath(path)}")
     return 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -182,6 +183,31 @@ def weights_fingerprint(modules: Iterable[torch.nn.Module | None]) -> str:
                 sums.append(torch.stack([t.sum(), t.square().sum()]).cpu())
         parts.append(torch.cat(sums) if sums else torch.zeros(0))
     return fingerprint(*parts)
+
+
+# ---------------------------------------------------------------------------------------------------- launchers
+def launched_processes() -> int:
+    """How many processes `accelerate launch` / `torchrun` started for this run (1 when started directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_launched_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def join_launched_group(device: torch.device) -> torch.device:
+    """
+    Join the process group that `accelerate launch` / `torchrun` describe in the environment (unless already
+    joined, e.g. by accelerate's `PartialState`): NCCL on GPUs, gloo on CPUs. Returns this process's device: a
+    plain "cuda" becomes its own GPU, `cuda:LOCAL_RANK`.
+    """
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device
 
 
 class TileParallelMixin:
