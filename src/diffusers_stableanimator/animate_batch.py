@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from contextlib import nullcontext
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 
 
@@ -132,8 +133,10 @@ def run(args: argparse.Namespace) -> int:
             if args.device is None and state.device.type == "cuda":
                 job.device = str(state.device)
             try:
-                for path in animate(job, tile_parallel=together):
-                    print(f"wrote {path}")
+                # Sharing a job, the main process speaks for all (each still reports its errors on stderr).
+                with redirect_stdout(open(os.devnull, "w")) if together and not state.is_main_process else nullcontext():
+                    for path in animate(job, tile_parallel=together):
+                        print(f"wrote {path}")
             except Exception as error:  # one failing job never stops the others; KeyboardInterrupt still does
                 failures += 1
                 print(f"{jobs_file}:{number}: job {job.image} -> {job.out} failed: {' '.join(str(error).split())}", file=sys.stderr)
