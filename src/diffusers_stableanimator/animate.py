@@ -183,14 +183,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-align", action="store_true", help="do not align the driving poses to the reference body")
 
 
-def animate(args: argparse.Namespace, animator=None) -> list[Path]:
-    """The `animate` command on the Python API (`animator.py`). `animator`: models already loaded with the same
-    --model, --dtype, --device, --memory and --face-models (animate-batch reuses them across jobs)."""
+def animate(args: argparse.Namespace, animator=None, tile_parallel: bool | None = None) -> list[Path]:
+    """The `animate` command on the Python API (`animator.py`); returns the paths written. `animator`: models already
+    loaded with the same --model, --dtype, --device, --memory and --face-models (animate-batch reuses them across
+    jobs). `tile_parallel`: share the video's tiles among the processes of an `accelerate launch` / `torchrun` run
+    (default: when there are several); then only the main process writes."""
     import torch
 
     from .animator import Animator, DrivingPoses
     from .images import REFERENCE_MIN_SIDE, open_image
     from .memory_presets import NEXT_LOWER, resolve_device
+    from .parallel import join_launched_group, launched_processes
 
     # 1. Everything that can be checked without a model, before any heavy work
     check_numbers(args)
@@ -198,11 +201,15 @@ def animate(args: argparse.Namespace, animator=None) -> list[Path]:
     check_outputs(args)
     check_model(args.model)
     image = open_image(args.image, "--image", min_side=REFERENCE_MIN_SIDE)
-    resolve_device(args.device)
+    device = resolve_device(args.device)
+    if tile_parallel is None:
+        tile_parallel = launched_processes() > 1
+    if tile_parallel:
+        device = join_launched_group(device)
     width, height = resolve_size(args, image.size)
     if animator is None:
         analyzer = load_face_analyzer(args)
-        animator = Animator.load_for_command(args, analyzer)
+        animator = Animator.load_for_command(args, analyzer, device)
     elif animator.face_analyzer is None and not args.allow_no_face:
         load_face_analyzer(args)  # says that --face-models is needed
 
@@ -212,6 +219,14 @@ def animate(args: argparse.Namespace, animator=None) -> list[Path]:
         poses = animator.extract_poses(args.video, reference, stride=args.stride, max_frames=args.max_frames, align=not args.no_align)
     else:
         poses = DrivingPoses.load(args.poses, width, height, args.stride, args.max_frames, option="--poses")
+    if tile_parallel:
+        import torch.distributed as dist
+
+        from .tiling import temporal_tiles
+
+        animator.pipe.enable_tile_parallel()
+        if dist.get_rank() == 0:
+            print(f"denoising {len(temporal_tiles(len(poses.images), args.tile_size, args.tile_overlap))} tiles on {dist.get_world_size()} processes")
     try:
         animation = animator.animate(
             reference, poses, steps=args.steps, guidance=args.guidance, seed=args.seed, noise_aug_strength=args.noise_aug_strength,
@@ -222,6 +237,8 @@ def animate(args: argparse.Namespace, animator=None) -> list[Path]:
         lower = NEXT_LOWER[args.memory]
         hint = f"try --memory {lower}" if lower else "try fewer frames (--max-frames), a smaller --tile-size or a smaller size"
         raise AnimateError(f"Out of memory with --memory {args.memory}: {hint}.") from error
+    if tile_parallel and torch.distributed.get_rank() != 0:
+        return []  # one writer when processes share the video
 
     # 3. Every output at once
     outputs = output_paths(args)
@@ -229,6 +246,13 @@ def animate(args: argparse.Namespace, animator=None) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    for path in animate(args):
-        print(f"wrote {os.fspath(path)}")
+    from contextlib import nullcontext, redirect_stdout
+
+    from .parallel import is_main_launched_process
+
+    # Under `accelerate launch` every process runs this command: the main one speaks for all (errors still go
+    # to stderr from each).
+    with nullcontext() if is_main_launched_process() else redirect_stdout(open(os.devnull, "w")):
+        for path in animate(args):
+            print(f"wrote {os.fspath(path)}")
     return 0

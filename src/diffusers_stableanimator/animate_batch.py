@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from contextlib import nullcontext, redirect_stdout
 from pathlib import Path
 
 
@@ -123,21 +125,29 @@ def run(args: argparse.Namespace) -> int:
     valid, problems = read_jobs(jobs_file, job_parser())
     jobs = [(number, job_namespace(job, args, out_dir)) for number, job in valid]
     pending = [(number, job) for number, job in jobs if not Path(job.out).exists()]
-    state = PartialState()
+    import torch
+
+    # cpu=True lets accelerate see a CPU launch's processes (gloo) instead of falling back to one process.
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+    # Fewer jobs than processes: rather than leave processes idle, all of them share each job's tiles, one job at a time.
+    together = 0 < len(pending) < state.num_processes
     if state.is_main_process:
         for problem in problems:
             print(problem, file=sys.stderr)
         print(f"{len(jobs) + len(problems)} jobs, {len(jobs) - len(pending)} already done, {len(problems)} invalid, "
-              f"{len(pending)} to run on {state.num_processes} process(es).")
+              f"{len(pending)} to run on {state.num_processes} process(es)"
+              + (", each shared by all processes (tile-parallel)." if together else "."))
     out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    with state.split_between_processes(pending) as mine:
+    with nullcontext(pending) if together else state.split_between_processes(pending) as mine:
         for number, job in mine:
             if args.device is None and state.device.type == "cuda":
                 job.device = str(state.device)
             try:
-                for path in animate(job, animator=animator_for(job)):
-                    print(f"wrote {path}")
+                # Sharing a job, the main process speaks for all (each still reports its errors on stderr).
+                with redirect_stdout(open(os.devnull, "w")) if together and not state.is_main_process else nullcontext():
+                    for path in animate(job, animator=animator_for(job), tile_parallel=together):
+                        print(f"wrote {path}")
             except Exception as error:  # one failing job never stops the others; KeyboardInterrupt still does
                 failures += 1
                 print(f"{jobs_file}:{number}: job {job.image} -> {job.out} failed: {' '.join(str(error).split())}", file=sys.stderr)

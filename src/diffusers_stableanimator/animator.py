@@ -204,11 +204,11 @@ class Animator:
         return cls(pipe, analyzer, det_model, pose_model, torch_device, memory, TINY_SIZES if model == TINY_RANDOM else SUPPORTED_SIZES, say)
 
     @classmethod
-    def load_for_command(cls, args, face_analyzer=None) -> Animator:
-        """`load` from the command line's options (errors name them: --model, --device)."""
+    def load_for_command(cls, args, face_analyzer=None, device=None) -> Animator:
+        """`load` from the command line's options (errors name them: --model, --device). `device`: already resolved."""
         from .memory_presets import resolve_device, resolve_dtype
 
-        device = resolve_device(args.device)
+        device = device or resolve_device(args.device)
         pipe = load_pipeline(args.model, resolve_dtype(args.dtype, device), option="--model")
         sizes = TINY_SIZES if args.model == TINY_RANDOM else SUPPORTED_SIZES
         return cls(pipe, face_analyzer, args.det_model, args.pose_model, device, args.memory, sizes)

@@ -219,6 +219,7 @@ class FaceObjective:
         self.face_frames = [k for k, box in enumerate(self.face_boxes) if box is not None]
         self.decode_chunk_size = decode_chunk_size or len(self.face_frames)
         self.latent_scale = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.parallel = None  # a TileParallel: each process evaluates its share of the chunks (set by the pipeline)
         self._prepared = False
 
     @contextmanager
@@ -289,13 +290,16 @@ class _ChunkwiseLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x0: torch.Tensor, objective: FaceObjective) -> torch.Tensor:
         loss, grad = torch.zeros((), device=x0.device), torch.zeros_like(x0)
-        for frames in objective.chunks():
+        chunks = objective.chunks() if objective.parallel is None else objective.parallel.share(objective.chunks())
+        for frames in chunks:
             with torch.enable_grad():
                 x = x0.detach().requires_grad_(True)
                 chunk_loss = objective.chunk_loss(x, frames)
                 (chunk_grad,) = torch.autograd.grad(chunk_loss, x)
             loss += chunk_loss.detach().to(loss.device)
             grad += chunk_grad
+        if objective.parallel is not None:  # the other processes' chunks: every process takes the same Adam step
+            objective.parallel.all_reduce_sum(loss, grad)
         ctx.save_for_backward(grad)
         return loss
 

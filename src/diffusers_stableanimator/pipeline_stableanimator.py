@@ -25,6 +25,7 @@ from .face_optimization import FaceOptimizationConfig, build_face_objective, che
 from .images import from_array, to_rgb
 from .preprocessing.drawing import resize_pose_image
 from .models import ArcFaceIResNet, FaceEncoder, PoseNet, StableAnimatorUNetModel
+from .parallel import TileParallel, TileParallelMixin, fingerprint, weights_fingerprint
 from .schedulers import HJBEulerScheduler
 from .tiling import blend_weights, temporal_tiles
 
@@ -110,7 +111,7 @@ def _pose_list(poses: Any) -> list:
     return list(poses)
 
 
-class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
+class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, TileParallelMixin):
     r"""
     Identity-preserving human image animation (StableAnimator, CVPR 2025) on Stable Video Diffusion.
 
@@ -321,16 +322,16 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         return latents * self.scheduler.init_noise_sigma
 
     # ------------------------------------------------------------------------------------------------ denoising
-    def predict_noise(self, latents, t, conditioning, guidance_scale, tiles) -> torch.Tensor:
+    def predict_noise(self, latents, t, conditioning, guidance_scale, tiles, parallel: TileParallel | None = None) -> torch.Tensor:
         """
         The guided model output for the whole video: one UNet forward per tile, conditional and unconditional
-        branches batched together, tiles blended with triangular weights.
+        branches batched together, tiles blended with triangular weights. With `parallel`, this process runs its
+        share of the tiles and receives the others' outputs.
         """
         model_input = self.scheduler.scale_model_input(latents, t)
         batch = conditioning["encoder_hidden_states"].shape[0]  # 2 with guidance (uncond, cond), else 1
-        prediction = torch.zeros_like(latents, dtype=torch.float32)
-        total_weight = torch.zeros(latents.shape[1], device=latents.device, dtype=torch.float32)
-        for tile in tiles:
+        outputs = []
+        for tile in tiles if parallel is None else parallel.share(tiles):
             tile_input = torch.cat([model_input[:, tile].expand(batch, -1, -1, -1, -1), conditioning["reference_latents"].expand(-1, len(tile), -1, -1, -1)], dim=2)
             pose = conditioning["pose_latents"][tile]
             if batch == 2:  # the unconditional branch has no pose (reference: pose_latents=None there)
@@ -346,23 +347,41 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
             if batch == 2:
                 uncond, cond = output.chunk(2)
                 output = uncond + guidance_scale[:, tile] * (cond - uncond)
+            outputs.append(output)
+        if parallel is not None:
+            # Every tile's output on every process, blended in one process's order: the same sums to the last bit
+            # (an all-reduce of partial sums differs in rounding, and face optimisation's Adam steps amplify that).
+            outputs = parallel.all_gather_shares(outputs, [(1, len(tile), *latents.shape[2:]) for tile in tiles], latents.device)
+        prediction = torch.zeros_like(latents, dtype=torch.float32)
+        total_weight = torch.zeros(latents.shape[1], device=latents.device, dtype=torch.float32)
+        for tile, output in zip(tiles, outputs):
             weights = blend_weights(len(tile), device=latents.device)
             prediction[:, tile] += output * weights[None, :, None, None, None]
             total_weight[tile] += weights
         return (prediction / total_weight[None, :, None, None, None]).to(latents.dtype)
 
-    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int | None = None) -> torch.Tensor:
-        """Latents `(1, F, C, h, w)` -> frames `(1, 3, F, H, W)` in [-1, 1] (float32), decoded in chunks of frames."""
+    def decode_latents(self, latents: torch.Tensor, decode_chunk_size: int | None = None, parallel: TileParallel | None = None) -> torch.Tensor:
+        """Latents `(1, F, C, h, w)` -> frames `(1, 3, F, H, W)` in [-1, 1] (float32), decoded in chunks of frames.
+        With `parallel`, each process decodes its share of the chunks and the frames are summed into place."""
         num_frames = latents.shape[1]
         decode_chunk_size = decode_chunk_size or num_frames
         latents = latents.flatten(0, 1) / self.vae.config.scaling_factor
         accepts_num_frames = "num_frames" in inspect.signature(self.vae.forward).parameters
+        starts = range(0, num_frames, decode_chunk_size)
+        mine = starts if parallel is None else parallel.share(starts)
         frames = []
-        for start in range(0, latents.shape[0], decode_chunk_size):
+        for start in mine:
             chunk = latents[start : start + decode_chunk_size].to(self.vae.dtype)
             kwargs = {"num_frames": chunk.shape[0]} if accepts_num_frames else {}
             frames.append(self.vae.decode(chunk, **kwargs).sample.float())
-        frames = torch.cat(frames)
+        if parallel is None:
+            frames = torch.cat(frames)
+        else:  # zeros where the other processes decoded: the sum puts every frame in place exactly (x + 0 = x)
+            height, width = (n * self.vae_scale_factor for n in latents.shape[-2:])
+            decoded, frames = frames, torch.zeros(num_frames, self.vae.config.out_channels, height, width, device=latents.device)
+            if decoded:
+                frames[mine[0] : mine[0] + sum(len(f) for f in decoded)] = torch.cat(decoded)
+            parallel.all_reduce_sum(frames)
         return frames.reshape(1, num_frames, *frames.shape[1:]).permute(0, 2, 1, 3, 4)
 
     @property
@@ -507,14 +526,24 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         guidance_scale = torch.linspace(min_guidance_scale, max_guidance_scale, num_frames, device=device)
         self._guidance_scale = guidance_scale[None, :, None, None, None]
         tiles = temporal_tiles(num_frames, tile_size, tile_overlap)
+        parallel = self._tile_parallel  # None with one process (see enable_tile_parallel): then nothing below is shared
+        if parallel is not None:  # before the first sum: processes that disagree must stop, not blend different videos
+            parallel.check_agreement({
+                "the inputs": fingerprint(full_image, poses, face_embeds, height, width, num_inference_steps, min_guidance_scale, max_guidance_scale, fps,
+                                          motion_bucket_id, noise_aug_strength, tile_size, tile_overlap, decode_chunk_size, output_type, face_inputs),
+                "the seed (initial noise)": fingerprint(latents),
+                "the model (weights, scheduler)": fingerprint(weights_fingerprint([self.unet, self.vae, self.image_encoder, self.pose_net, self.face_encoder, self.face_recognizer]), timesteps, self.scheduler.sigmas),
+            })
+            logger.info(f"denoising {len(tiles)} tiles on {parallel.world_size} processes")
         face_objective = None
         if face_inputs is not None:  # x̂0 -> face loss; the scheduler refines x̂0 with it inside its window
             face_objective = build_face_objective(self.vae, self.face_recognizer, full_image, face_inputs, decode_chunk_size)
+            face_objective.parallel = parallel
 
         # 6. Denoising loop
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
-                noise_pred = self.predict_noise(latents, t, conditioning, self._guidance_scale, tiles)
+                noise_pred = self.predict_noise(latents, t, conditioning, self._guidance_scale, tiles, parallel)
                 if face_objective is not None and self.scheduler.is_face_optimization_step(self.scheduler.step_index):
                     progress_bar.set_postfix_str("face optimisation", refresh=True)  # these steps take much longer
                     # prepared(): decoder and recognizer frozen in float32 through the step's forward and backward passes
@@ -535,7 +564,7 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin):
         if output_type == "latent":
             frames = latents
         else:
-            frames = self.decode_latents(latents, decode_chunk_size)
+            frames = self.decode_latents(latents, decode_chunk_size, parallel)
             frames = self.video_processor.postprocess_video(video=frames, output_type=output_type)
 
         self.maybe_free_model_hooks()
