@@ -349,6 +349,7 @@ def load_pipeline(model: str, dtype, say: Callable[[str], Any] = print, option: 
     if model == TINY_RANDOM:
         say("Using the tiny random model: the output is noise (an install check, not an animation).")
         pipe = tiny_random_pipeline()
+        pipe.set_progress_bar_config(disable=None)  # a progress bar on terminals (the test builder turns it off)
         return pipe if dtype == torch.float32 else cast_pipeline(pipe, dtype)
     local = Path(model).expanduser()
     try:

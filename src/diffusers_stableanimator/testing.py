@@ -191,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Checking the install: {args.frames} frames, {args.steps} denoising steps of a tiny random model on the CPU.", flush=True)
     start = time.perf_counter()
     pipe = tiny_random_pipeline(seed=args.seed)
+    pipe.set_progress_bar_config(disable=None)  # a progress bar on terminals
     image, poses, face_embeds = synthetic_inputs(args.frames, seed=args.seed)
     frames = pipe(
         image, poses, face_embeds=face_embeds, num_inference_steps=args.steps, tile_size=4, tile_overlap=1,
