@@ -40,14 +40,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--num-frames", type=int, default=8, help="frames per training clip")
     p.add_argument("--frame-rate", type=int, default=1, help="stride between a clip's frames")
     p.add_argument("--vae-steps", type=int, default=2000)
-    p.add_argument("--vae-num-frames", type=int, default=4,
-                   help="frames per VAE training clip (measured on 2 CPU cores: ~1.3 s per step at 4 frames, ~6 s at 8)")
+    p.add_argument("--vae-num-frames", type=int, default=None, help="frames per VAE training clip (default: --num-frames)")
     p.add_argument("--vae-learning-rate", type=float, default=1e-3)
     p.add_argument("--vae-kl-weight", type=float, default=1e-6)
     p.add_argument("--unet-steps", type=int, default=3000)
     p.add_argument("--learning-rate", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); on CPUs shared with other work 1 can be many times faster")
     p.add_argument("--checkpointing-steps", type=int, default=1000)
     return p.parse_args(argv)
 
@@ -91,7 +92,7 @@ def train_vae(vae, data, args) -> dict:
 
     from diffusers_stableanimator.training import StableAnimatorVideoDataset
 
-    dataset = StableAnimatorVideoDataset(data, SIZE, SIZE, args.vae_num_frames, args.frame_rate, seed=args.seed)
+    dataset = StableAnimatorVideoDataset(data, SIZE, SIZE, args.vae_num_frames or args.num_frames, args.frame_rate, seed=args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_learning_rate, weight_decay=0.0)
     vae.train()
@@ -128,7 +129,19 @@ def load_train_script():
 
 
 def main(argv=None) -> dict:
+    import torch
+
     args = parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)  # in-process callers (the tests) get their setting back
+
+
+def run(args: argparse.Namespace) -> dict:
     import resource
 
     import torch
