@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train a tiny StableAnimator on synthetic puppets, on CPU, with the package's own training code (issue 14).
 
-    python examples/puppets/train_tiny.py --output-dir runs/tiny-puppet --videos 200 --vae-steps 2000 --unet-steps 3000
+    python examples/puppets/train_tiny.py --output-dir runs/tiny-puppet --videos 200 --vae-steps 2000 --unet-steps 3000 --threads 1
 
 Stages, each writing into `--output-dir`:
 1. `data/`: a puppet dataset (`diffusers_stableanimator.puppets.write_dataset`), unless `--data` names one;
