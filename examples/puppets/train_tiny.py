@@ -1,0 +1,197 @@
+#!/usr/bin/env python
+"""Train a tiny StableAnimator on synthetic puppets, on CPU, with the package's own training code (issue 14).
+
+    python examples/puppets/train_tiny.py --output-dir runs/tiny-puppet --videos 200 --vae-steps 2000 --unet-steps 3000 --threads 1
+
+Stages, each writing into `--output-dir`:
+1. `data/`: a puppet dataset (`diffusers_stableanimator.puppets.write_dataset`), unless `--data` names one;
+2. `base/`: a tiny pipeline whose temporal VAE is trained here to reconstruct puppet clips (MSE + a small KL
+   term; its `scaling_factor` is then set to 1 / the std of the latents); UNet, PoseNet and FaceEncoder are
+   freshly initialised at toy sizes; the CLIP image encoder is tiny and random and stays frozen;
+3. `pipeline/`: examples/train_stableanimator.py (full training of UNet, PoseNet, FaceEncoder and ID-Adapter)
+   run from `base/` on the dataset.
+
+First version (phase 1): no face recognizer yet; the dataset's face embeddings are `puppets.identity_embedding`,
+a fixed projection of each puppet's identity. Phase 2 trains a recognizer on puppet faces, uses its embeddings
+and ships it as the pipeline's `face_recognizer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SIZE = 64
+WIDTH = 32  # cross-attention / CLIP width
+ID_DIM = 512  # the ArcFace width, so that real embeddings fit too
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--output-dir", required=True, help="run folder (must be new or empty)")
+    p.add_argument("--data", help="an existing puppet dataset (videos.txt or its folder); default: write one")
+    p.add_argument("--videos", type=int, default=200, help="videos to generate when --data is not given")
+    p.add_argument("--frames", type=int, default=16, help="frames per generated video")
+    p.add_argument("--num-frames", type=int, default=8, help="frames per training clip")
+    p.add_argument("--frame-rate", type=int, default=1, help="stride between a clip's frames")
+    p.add_argument("--vae-steps", type=int, default=2000)
+    p.add_argument("--vae-num-frames", type=int, default=None, help="frames per VAE training clip (default: --num-frames)")
+    p.add_argument("--vae-learning-rate", type=float, default=1e-3)
+    p.add_argument("--vae-kl-weight", type=float, default=1e-6)
+    p.add_argument("--unet-steps", type=int, default=3000)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice); on CPUs shared with other work 1 can be many times faster")
+    p.add_argument("--checkpointing-steps", type=int, default=1000)
+    return p.parse_args(argv)
+
+
+def tiny_components(seed: int) -> dict:
+    """The untrained tiny components (64x64 frames, 8x8 latents). Zero-initialised outputs (PoseNet's and the
+    FaceEncoder's projections) stay zero, as in the real recipe: training opens them."""
+    import torch
+    from diffusers import AutoencoderKLTemporalDecoder
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from diffusers_stableanimator import FaceEncoder, PoseNet, StableAnimatorUNetModel
+    from diffusers_stableanimator.testing import svd_xt_scheduler
+
+    torch.manual_seed(seed)
+    return {
+        "unet": StableAnimatorUNetModel(
+            block_out_channels=(32, 64), layers_per_block=1,
+            down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+            cross_attention_dim=WIDTH, num_attention_heads=(2, 4), addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=24, num_frames=8,
+        ),
+        "vae": AutoencoderKLTemporalDecoder(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
+                                            latent_channels=4, layers_per_block=1, sample_size=SIZE),
+        "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, projection_dim=WIDTH, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+            intermediate_size=37, patch_size=4)),
+        "feature_extractor": CLIPImageProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32}),
+        "pose_net": PoseNet(block_out_channels=(8, 8, 16, 16), out_channels=32),
+        "face_encoder": FaceEncoder(id_embeddings_dim=ID_DIM, clip_embeddings_dim=WIDTH, cross_attention_dim=WIDTH,
+                                    num_tokens=4, depth=2, dim_head=8, heads=4, ff_mult=2),
+        "scheduler": svd_xt_scheduler(),
+        "face_recognizer": None,
+    }
+
+
+def train_vae(vae, data, args) -> dict:
+    """Reconstruction training of the temporal VAE on puppet clips; returns figures for the report."""
+    import torch
+
+    from diffusers_stableanimator.training import StableAnimatorVideoDataset
+
+    dataset = StableAnimatorVideoDataset(data, SIZE, SIZE, args.vae_num_frames or args.num_frames, args.frame_rate, seed=args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_learning_rate, weight_decay=0.0)
+    vae.train()
+    losses = []
+    for step in range(args.vae_steps):
+        index = int(torch.randint(len(dataset), (1,), generator=generator))
+        clip = dataset[index]["pixel_values"]  # (F, 3, H, W) in [-1, 1]
+        posterior = vae.encode(clip).latent_dist
+        latents = posterior.sample(generator)
+        reconstruction = vae.decode(latents, num_frames=clip.shape[0]).sample
+        mse = torch.nn.functional.mse_loss(reconstruction, clip)
+        loss = mse + args.vae_kl_weight * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(mse.item())
+        if (step + 1) % 100 == 0:
+            print(f"vae step {step + 1}/{args.vae_steps}: reconstruction MSE {sum(losses[-100:]) / 100:.4f}", flush=True)
+    vae.eval()
+    with torch.no_grad():  # SD's convention: scale latents to unit standard deviation
+        latents = torch.cat([vae.encode(dataset[i]["pixel_values"]).latent_dist.mode() for i in range(min(len(dataset), 8))])
+        std = float(latents.std())
+    vae.register_to_config(scaling_factor=1.0 / std)
+    return {"vae_steps": args.vae_steps, "vae_mse_first": losses[0] if losses else None,
+            "vae_mse_last": losses[-1] if losses else None, "latent_std": std}
+
+
+def load_train_script():
+    spec = importlib.util.spec_from_file_location("train_stableanimator", HERE.parent / "train_stableanimator.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("train_stableanimator", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv=None) -> dict:
+    import torch
+
+    args = parse_args(argv)
+    threads = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        return run(args)
+    finally:
+        torch.set_num_threads(threads)  # in-process callers (the tests) get their setting back
+
+
+def run(args: argparse.Namespace) -> dict:
+    import resource
+
+    import torch
+
+    from diffusers_stableanimator import StableAnimatorPipeline
+    from diffusers_stableanimator.errors import StableAnimatorError
+    from diffusers_stableanimator.outputs import StagedOutputs, atomic_file
+    from diffusers_stableanimator.puppets import write_dataset
+
+    out = Path(args.output_dir)
+    if out.exists() and any(out.iterdir()):
+        raise StableAnimatorError(f"--output-dir {out} is not empty; give a new or empty folder.")
+    started = time.time()
+    report = {"args": vars(args)}
+
+    # 1. Data
+    data = Path(args.data) if args.data else None
+    if data is None:
+        write_dataset(out / "data", args.videos, seed=args.seed, num_frames=args.frames, width=SIZE, height=SIZE)
+        data = out / "data" / "videos.txt"
+    report["data"] = str(data)
+
+    # 2. The base pipeline with a trained VAE
+    components = tiny_components(args.seed)
+    t = time.time()
+    report.update(train_vae(components["vae"], data, args))
+    report["vae_seconds"] = round(time.time() - t, 1)
+    with StagedOutputs() as staged:  # `base/` appears only once complete
+        StableAnimatorPipeline(**components).save_pretrained(staged.folder(out / "base"))
+
+    # 3. UNet, PoseNet, FaceEncoder and ID-Adapter with the package's training script
+    t = time.time()
+    result = load_train_script().main([
+        "--pretrained-model", str(out / "base"), "--train-data", str(data), "--output-dir", str(out / "pipeline"),
+        "--width", str(SIZE), "--height", str(SIZE), "--num-frames", str(args.num_frames),
+        "--frame-rate", str(args.frame_rate), "--num-workers", "0", "--train-batch-size", str(args.batch_size),
+        "--max-train-steps", str(args.unet_steps), "--learning-rate", str(args.learning_rate),
+        "--seed", str(args.seed), "--report-to", "none", "--validation-steps", "0",
+        "--checkpointing-steps", str(args.checkpointing_steps), "--checkpoints-total-limit", "1",
+    ])
+    losses = result["losses"]
+    report.update({"unet_steps": result["global_step"], "unet_seconds": round(time.time() - t, 1),
+                   "unet_loss_first": losses[0] if losses else None, "unet_loss_last": losses[-1] if losses else None,
+                   "total_seconds": round(time.time() - started, 1),
+                   "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                   "torch_threads": torch.get_num_threads()})
+    atomic_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    print(json.dumps({k: v for k, v in report.items() if k != "args"}))
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
