@@ -297,9 +297,11 @@ class Animator:
                 seed: int = 0, noise_aug_strength: float = 0.02, tile_size: int = 16, tile_overlap: int = 4,
                 fps: float | None = None, face_optimization: str = "auto", face_optimization_mode: str = "face_crop",
                 allow_no_face: bool = False, stride: int = 1, max_frames: int | None = None) -> Animation:
-        """Animate a reference (a `Reference`, or a photo: path, PIL image or array) along driving poses (`DrivingPoses`,
-        a pose folder or a driving video). `face_optimization`: `"auto"` runs it when the model has a face recognizer
-        and face boxes exist, `"on"` requires it, `"off"`."""
+        """Animate a reference (a `Reference`, or a photo: path, PIL image or array) along driving poses: `DrivingPoses`,
+        a folder written by extract-poses (recognised by its face_boxes.json or keypoints.npz), or a driving video
+        (a file or a folder of its frames), whose poses are then extracted. Other pose folders: `DrivingPoses.load`.
+        `face_optimization`: `"auto"` runs it when the model has a face recognizer and face boxes exist, `"on"`
+        requires it, `"off"`."""
         import torch
 
         if self.pipe is None:
