@@ -1,6 +1,5 @@
 """examples/gradio_app.py, started on the tiny model and driven through Gradio's own Python client."""
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -10,16 +9,10 @@ from PIL import Image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from a test
 
+from example_scripts import load_example  # noqa: E402
+
 from diffusers_stableanimator import Animator  # noqa: E402
 from diffusers_stableanimator.preprocessing import write_video  # noqa: E402
-
-
-def load_example():
-    path = Path(__file__).parents[1] / "examples" / "gradio_app.py"
-    spec = importlib.util.spec_from_file_location("gradio_app", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_app_animates_and_reports_errors_as_messages(tmp_path, pose_models, face_models):
@@ -30,7 +23,7 @@ def test_the_app_animates_and_reports_errors_as_messages(tmp_path, pose_models, 
     video = write_video(tmp_path / "driving.mp4", [np.full((240, 320, 3), 20 * i, np.uint8) for i in range(3)], fps=8)
     det, pose = pose_models
     animator = Animator.load("tiny-random", face_models=face_models, det_model=det, pose_model=pose, device="cpu", say=lambda line: None)
-    app = load_example().build_app(animator)
+    app = load_example("gradio_app.py").build_app(animator)
     app.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
     try:
         client = Client(app.local_url, verbose=False)

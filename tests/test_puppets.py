@@ -1,12 +1,11 @@
 """The synthetic puppet generator (`puppets.py`) and its dataset script, checked against independent computations."""
 
-import importlib.util
 import math
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from example_scripts import load_example
 from PIL import Image
 
 from diffusers_stableanimator import puppets as P
@@ -14,7 +13,6 @@ from diffusers_stableanimator.errors import StableAnimatorError
 from diffusers_stableanimator.preprocessing.drawing import render_pose
 from diffusers_stableanimator.training.dataset import StableAnimatorVideoDataset
 
-ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [(1, 2), (3, 4), (5, 6), (7, 8)]
 SIZE = 64
 
@@ -168,10 +166,7 @@ def test_identity_embedding_is_per_puppet():
 
 @pytest.fixture(scope="module")
 def make_dataset():
-    spec = importlib.util.spec_from_file_location("make_puppet_dataset", ROOT / "examples" / "puppets" / "make_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("puppets/make_dataset.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,21 @@
 """examples/puppets/train_tiny.py: a few steps of each stage on a 2-video puppet dataset (in-process `main(argv)`)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from example_scripts import load_example
 
 from diffusers_stableanimator import StableAnimatorPipeline
 from diffusers_stableanimator.errors import StableAnimatorError
 from diffusers_stableanimator.puppets import render_video
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def recipe():
-    spec = importlib.util.spec_from_file_location("train_tiny", ROOT / "examples" / "puppets" / "train_tiny.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("puppets/train_tiny.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,20 @@
 """Fixtures for the training tests: a saved tiny random pipeline and a folder of tiny synthetic videos."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from example_scripts import load_example
 from PIL import Image, ImageDraw
 
 from diffusers_stableanimator.testing import TINY_SIZE, tiny_random_pipeline
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
 def train_script():
     """examples/train_stableanimator.py imported as a module (its `main(argv)` runs in-process)."""
-    spec = importlib.util.spec_from_file_location("train_stableanimator", ROOT / "examples" / "train_stableanimator.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_stableanimator"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("train_stableanimator.py")
 
 
 @pytest.fixture(scope="session")
