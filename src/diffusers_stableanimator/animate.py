@@ -95,13 +95,10 @@ def load_face_analyzer(args):
 
 
 def output_paths(args) -> dict[str, Path]:
-    out = Path(args.out)
-    paths = {"--out": out}
-    if args.gif:
-        paths["--gif"] = out.with_suffix(".gif")
-    if args.frames_dir:
-        paths["--frames-dir"] = Path(args.frames_dir)
-    return paths
+    """What `Animation.save` will write, by option name."""
+    from .animator import output_targets
+
+    return {"--" + name.replace("_", "-"): path for name, path in output_targets(args.out, args.gif, args.frames_dir).items()}
 
 
 def check_outputs(args) -> None:

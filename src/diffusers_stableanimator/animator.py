@@ -30,6 +30,14 @@ TINY_RANDOM = "tiny-random"
 SUPPORTED_SIZES = [(512, 512), (576, 1024)]  # (width, height) the released weights are trained at
 TINY_SIZES = [(64, 64), (64, 128)]  # the tiny random model's stand-ins, same aspect-ratio logic
 DEFAULT_FPS = 8.0  # when neither the caller nor the driving video says
+POSE_FOLDER_FILES = ("keypoints.npz", "reference_keypoints.npz", "face_boxes.json")  # beside the frame_<i>.png
+
+
+def own_pose_folder_file(path: Path) -> bool:
+    """A file that a pose folder (`DrivingPoses.save`, `extract-poses`) holds: replaceable with --overwrite."""
+    from .outputs import own_frame_file
+
+    return path.name in POSE_FOLDER_FILES or own_frame_file()(path)
 
 
 def choose_resolution(reference_width: int, reference_height: int, supported=SUPPORTED_SIZES) -> tuple[int, int]:
@@ -63,14 +71,13 @@ class DrivingPoses:
 
     def save(self, folder: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the `extract-poses` folder (frames, keypoints, face boxes); it appears only once complete."""
-        from .outputs import StagedOutputs, check_replaceable_folder, check_writable, own_frame_file
-        from .preprocessing.extract import OUTPUT_FILES
+        from .outputs import StagedOutputs, check_replaceable_folder, check_writable
         from .preprocessing.face_boxes import BOX_CONVENTION
         from .preprocessing.keypoints import save_poses
         from .preprocessing.video_io import write_image
 
         check_writable(folder, "folder", folder=True)
-        check_replaceable_folder(folder, "folder", overwrite, lambda path: path.name in OUTPUT_FILES or own_frame_file()(path))
+        check_replaceable_folder(folder, "folder", overwrite, own_pose_folder_file)
         width, height = self.images[0].size
         summary = {"width": width, "height": height, **self.details, "box_convention": BOX_CONVENTION,
                    "boxes": [list(b) if b is not None else None for b in (self.face_boxes or [None] * len(self.images))]}
@@ -91,7 +98,6 @@ class DrivingPoses:
              max_frames: int | None = None, option: str = "poses") -> DrivingPoses:
         """Read a pose folder (`extract-poses` writes one); face boxes come from its face_boxes.json when present.
         `option` names the folder in messages (`--poses` on the command line)."""
-        from .preprocessing.extract import OUTPUT_FILES
         from .preprocessing.face_boxes import read_face_boxes
         from .preprocessing.video_io import list_frame_files, read_frames
 
@@ -99,7 +105,7 @@ class DrivingPoses:
         if not folder.is_dir():
             raise StableAnimatorError(f"{option} {folder}: no such folder; give the folder of pose frames that extract-poses wrote.")
         files = list_frame_files(folder)
-        stray = sorted(p.name for p in folder.iterdir() if p not in files and p.name not in OUTPUT_FILES and not p.name.startswith("."))
+        stray = sorted(p.name for p in folder.iterdir() if p not in files and p.name not in POSE_FOLDER_FILES and not p.name.startswith("."))
         if stray:
             raise StableAnimatorError(f"{option} {folder} holds {', '.join(stray[:3])}, which {'is not a pose frame' if len(stray) == 1 else 'are not pose frames'}; "
                                       "move them away (a pose folder holds only frame images, as extract-poses writes it).")

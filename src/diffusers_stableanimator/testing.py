@@ -177,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .outputs import check_not_inputs, check_replaceable_file, check_writable
+    from .outputs import check_replaceable_file, check_writable
     from .preprocessing.video_io import write_video
 
     if args.frames < 1 or args.steps < 1:
@@ -185,7 +185,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         if not args.out.lower().endswith(".gif"):
             raise ValueError(f"--out must be a .gif path, got {args.out}.")
-        check_not_inputs({"--out": args.out}, {})
         check_writable(args.out, "--out")
         check_replaceable_file(args.out, "--out", args.overwrite)
     print(f"Checking the install: {args.frames} frames, {args.steps} denoising steps of a tiny random model on the CPU.", flush=True)

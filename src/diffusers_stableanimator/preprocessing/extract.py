@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-OUTPUT_FILES = ("keypoints.npz", "reference_keypoints.npz", "face_boxes.json")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--video", required=True, help="driving video (.mp4/.mov/.webm/...) or a folder of frames")
@@ -36,20 +34,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder (replacing earlier outputs there)")
 
 
-def _own_output(path: Path) -> bool:
-    from ..outputs import own_frame_file
-
-    return path.name in OUTPUT_FILES or own_frame_file()(path)
-
-
 def _check_output(args: argparse.Namespace) -> None:
     """--out replaces only an earlier extract-poses folder, and never an input."""
+    from ..animator import own_pose_folder_file
     from ..outputs import check_not_inputs, check_replaceable_folder, check_writable
 
     check_not_inputs({"--out": args.out}, {"--video": args.video, "--reference": args.reference, "--face-models": args.face_models,
                                           "--det-model": args.det_model, "--pose-model": args.pose_model})
     check_writable(args.out, "--out", folder=True)
-    check_replaceable_folder(args.out, "--out", args.overwrite, _own_output)
+    check_replaceable_folder(args.out, "--out", args.overwrite, own_pose_folder_file)
 
 
 def _check_args(args: argparse.Namespace) -> None:

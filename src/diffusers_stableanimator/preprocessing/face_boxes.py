@@ -90,10 +90,10 @@ def inclusive_to_exclusive(box: Sequence[float]) -> tuple:
 
 def _clip_box(x1: float, y1: float, x2: float, y2: float, width: int, height: int) -> Box | None:
     """The pixels that the span [x1, x2] x [y1, y2] touches, as a `Box` clipped to the image."""
-    box = (max(0, math.floor(x1)), max(0, math.floor(y1)), min(width, math.ceil(x2) + 1), min(height, math.ceil(y2) + 1))
-    if box[2] <= box[0] or box[3] <= box[1]:
+    last = (max(0, math.floor(x1)), max(0, math.floor(y1)), min(width - 1, math.ceil(x2)), min(height - 1, math.ceil(y2)))
+    if last[2] < last[0] or last[3] < last[1]:
         return None  # the face lies outside the image
-    return box
+    return inclusive_to_exclusive(last)
 
 
 def face_box_from_pose(

@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
         foreign = sorted(p.name for p in target.iterdir() if p.name not in OWN_ENTRIES) if target.is_dir() else []
         if foreign or relation(target, video):
             failed += 1
-            why = f"holds files prepare-dataset does not write ({', '.join(foreign)})" if foreign else "is the video itself"
-            print(f"{video.name}: skipped: {target} {why}; move them away first.", file=sys.stderr)
+            why = f"holds files prepare-dataset does not write ({', '.join(foreign)}); move them away first" if foreign else "is or holds the video itself; choose another --out"
+            print(f"{video.name}: skipped: {target} {why}.", file=sys.stderr)
             continue
         if target.is_dir() and not args.overwrite:
             print(f"{video.name}: already prepared, skipped ({target})")
