@@ -1,6 +1,6 @@
 """Face optimisation cost: one refined step ("full" vs "face_crop") with full-size models (random weights).
 
-Measures, for the same x̂0, the wall time and peak memory of `HJBEulerScheduler.refine_x0` (the objective's
+Measures, for the same x̂0, the wall time and peak memory of `FaceObjective.refine` (the objective's
 forward + backward, `--iterations` times) with SVD's temporal VAE decoder architecture and an IResNet-100
 recognizer, and how far the two modes agree (loss and gradient direction at x̂0). Each mode runs in a fresh
 subprocess after one untimed warm-up iteration; CPU peak memory is the peak RSS (VmHWM, reset after the
@@ -45,7 +45,7 @@ def build(args):
     from diffusers import AutoencoderKLTemporalDecoder
     from PIL import Image
 
-    from diffusers_stableanimator import ArcFaceIResNet, HJBEulerScheduler
+    from diffusers_stableanimator import ArcFaceIResNet
     from diffusers_stableanimator.face_optimization import FaceOptimizationConfig, FaceOptimizationInputs, build_face_objective
 
     torch.manual_seed(args.seed)
@@ -55,38 +55,35 @@ def build(args):
     reference = Image.fromarray(torch.randint(0, 256, (256, 256, 3), generator=generator, dtype=torch.uint8).numpy())
     x0 = torch.randn(1, args.frames, 4, args.height // 8, args.width // 8, generator=generator).to(args.device)
     boxes = [face_box(args.width, args.height)] * args.frames
-    config = FaceOptimizationConfig(mode=args.mode, margin=args.margin, gradient_checkpointing=not args.no_checkpointing)
+    config = FaceOptimizationConfig(mode=args.mode, margin=args.margin, iterations=args.iterations, chunk_size=args.decode_chunk_size,
+                                    gradient_checkpointing=args.checkpointing)
     inputs = FaceOptimizationInputs(config, boxes, reference_face_box=(64, 48, 192, 208))
-    objective = build_face_objective(vae, recognizer, reference, inputs, args.decode_chunk_size)
-    scheduler = HJBEulerScheduler(face_optimization_iterations=args.iterations)
-    scheduler.set_timesteps(25)
-    return vae, objective, scheduler, x0
+    return vae, build_face_objective(vae, recognizer, reference, inputs), x0
 
 
 def run_mode(args) -> None:
-    """Child process: one refined step in one mode; writes figures (and the first gradient) to `args.out`."""
-    vae, objective, scheduler, x0 = build(args)
-    first = {}
+    """Child process: one refined step in one mode; writes figures (and the gradient at x̂0) to `args.out`."""
+    vae, objective, x0 = build(args)
 
-    def recorded(x):  # record the loss and the gradient at x̂0 itself (the first iteration)
-        loss = objective(x)
-        if not first:
-            first["loss"] = loss.item()
-            x.register_hook(lambda grad: first.setdefault("grad", grad.detach().cpu().clone()))
-        return loss
+    def loss_and_grad():  # at x̂0 itself: what the first Adam iteration sees
+        x = x0.clone().requires_grad_(True)
+        with objective.prepared():
+            loss = objective(x)
+            loss.backward()
+        return loss.item(), x.grad.detach().cpu()
 
     device = torch.device(args.device)
     if args.warmup:  # one untimed forward + backward: CPU kernels are set up per input shape on first use
-        with objective.prepared():
-            objective(x0.clone().requires_grad_(True)).backward()
+        loss, grad = loss_and_grad()
     reset_peak(device)
     base = current_bytes(device)
     start = time.perf_counter()
-    with objective.prepared():
-        scheduler.refine_x0(x0, 0, recorded)
+    objective.refine(x0, step_index=0, num_inference_steps=25)
     peak = peak_bytes(device) - base  # synchronises a GPU before the time is read
     seconds = time.perf_counter() - start
-    torch.save({"seconds": seconds, "peak_bytes": peak, "loss": first["loss"], "grad": first["grad"]}, args.out)
+    if not args.warmup:
+        loss, grad = loss_and_grad()
+    torch.save({"seconds": seconds, "peak_bytes": peak, "loss": loss, "grad": grad}, args.out)
 
 
 def margin_sweep(args) -> None:
@@ -103,8 +100,8 @@ def margin_sweep(args) -> None:
         reference = None
         for margin in [None] + args.margins:
             mode = "full" if margin is None else "face_crop"
-            config = FaceOptimizationConfig(mode=mode, margin=margin or 0)
-            objective = FaceObjective(vae, torch.nn.Identity(), torch.zeros(1), [box] * args.frames, config, args.decode_chunk_size)
+            config = FaceOptimizationConfig(mode=mode, margin=margin or 0, chunk_size=args.decode_chunk_size)
+            objective = FaceObjective(vae, torch.nn.Identity(), torch.zeros(1), [box] * args.frames, config)
             start = time.perf_counter()
             crops = objective.decode_faces(x0)
             seconds = time.perf_counter() - start
@@ -124,7 +121,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3, help="Adam iterations per refined step (reference: 3)")
     parser.add_argument("--decode-chunk-size", type=int, default=1, help="frames decoded together (1 keeps \"full\" within 24 GB on CPU)")
     parser.add_argument("--margin", type=int, default=2, help="face_crop margin in latent pixels")
-    parser.add_argument("--no-checkpointing", action="store_true", help="keep decoder activations (more memory)")
+    parser.add_argument("--checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                        help="recompute decoder activations in the backward pass (default: the config's choice, on in full mode only)")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="time the first (cold) iteration too")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -150,7 +148,7 @@ def main() -> None:
     box = face_box(args.width, args.height)
     print(f"device {args.device}, {args.width}x{args.height}, {args.frames} frames, face box {box} (1/16 of the frame), "
           f"{args.iterations} Adam iteration(s), decode_chunk_size {args.decode_chunk_size}, margin {args.margin}, "
-          f"checkpointing {not args.no_checkpointing}, warm-up {args.warmup}; SVD VAE decoder + IResNet-100, random weights")
+          f"checkpointing {'auto' if args.checkpointing is None else args.checkpointing}, warm-up {args.warmup}; SVD VAE decoder + IResNet-100, random weights")
     memory = "peak CUDA allocated" if args.device.startswith("cuda") else "peak RSS - RSS before"
     for mode, r in results.items():
         print(f"  {mode:9s}: {r['seconds']:8.1f} s   {memory}: {r['peak_bytes'] / 2**30:7.2f} GiB   loss {r['loss']:.6f}")

@@ -20,10 +20,13 @@ backward) and attention: 2 FLOPs per multiply-add, elementwise work not counted.
 * one denoising step (every tile of the video) and the whole sampling job (25 steps, plus the reference's CLIP
   and VAE encodings, PoseNet on every frame and the face encoder);
 * the VAE decode of every frame;
-* face optimisation ("HJB", 3 Adam iterations in each of 21 of the 25 steps, decode chunks of 4 frames, a
-  square face box a quarter of the frame wide in every frame, gradient checkpointing on as by default: each
-  evaluation is a decoder forward, its recomputation and its backward, and ArcFace forward and backward), in
-  both decode modes, and its ratio to sampling.
+* face optimisation ("HJB") with the default `FaceOptimizationConfig` (3 Adam iterations in each of 21 of the 25
+  steps, chunks of 4 face frames, decoder activations kept in "face_crop" mode and recomputed in "full" mode; each
+  iteration is a decoder forward and backward, and ArcFace forward and backward), a square face box a quarter of
+  the frame wide in every frame, in both decode modes, and its ratio to sampling;
+* then, for "face_crop" at 512x512: a face of 1/16 of the frame's area and one of 1/16 of its side, still or
+  crossing the frame corner to corner, at each frame count: FLOPs against the sampling job and the peak memory of
+  one iteration (the bytes of the tensors it creates, weights and x̂0 excluded; `simulated_memory.LiveTensorBytes`).
 
 Attention on CPU fake tensors dispatches to `_scaled_dot_product_flash_attention_for_cpu`, which torch's counter
 does not know; it is registered here with torch's own attention formula.
@@ -44,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode, register_flop_formula, sdp
 sys.path.insert(0, str(Path(__file__).parent))
 from simulated_memory import to_fake  # noqa: E402
 
-STEPS, FACE_STEPS, FACE_ITERATIONS, FACE_CHUNK = 25, 21, 3, 4
+STEPS, FACE_STEPS, FACE_ITERATIONS = 25, 21, 3  # FaceOptimizationConfig's defaults: steps 0-20 of 25, 3 iterations
 TILE_SIZE, TILE_OVERLAP = 16, 4
 
 try:
@@ -125,18 +128,54 @@ def _chunks(frames: int, chunk: int) -> list[int]:
     return [min(chunk, frames - start) for start in range(0, frames, chunk)]
 
 
-def face_evaluation_flops(c, frames: int, height: int, width: int, mode: str, box=None, chunk: int = FACE_CHUNK) -> int:
-    """One evaluation of the face objective and its gradient (what each Adam iteration costs)."""
-    from diffusers_stableanimator.face_optimization import FaceObjective, FaceOptimizationConfig
+def face_box(width: int, height: int, fraction: float, frame: int = 0, frames: int = 1, moving: bool = False) -> tuple:
+    """A square face box `fraction` of the frame's short side wide: centred in the upper third (still), or crossing
+    the frame from its top-left to its bottom-right corner over the video (moving)."""
+    side = int(min(width, height) * fraction)
+    if not moving:
+        x1, y1 = width // 2 - side // 2, height // 6
+    else:
+        t = frame / max(frames - 1, 1)
+        x1, y1 = round(t * (width - side)), round(t * (height - side))
+    return x1, y1, x1 + side, y1 + side
 
-    if box is None:  # a square face box a quarter of the frame wide, centred, in the upper third
-        side = width // 4
-        box = (width // 2 - side // 2, height // 6, width // 2 + side // 2, height // 6 + side)
-    objective = FaceObjective(c["vae"], c["face_recognizer"], torch.zeros(1, 512), [box] * frames,
-                              FaceOptimizationConfig(mode=mode), decode_chunk_size=chunk)
+
+def face_evaluation(c, frames: int, height: int, width: int, mode: str = "face_crop", boxes=None, **config) -> tuple[int, int]:
+    """One evaluation of the face objective and its gradient (what each Adam iteration costs) with the default
+    `FaceOptimizationConfig` (plus `config`): its FLOPs, and the peak bytes of the tensors it creates (weights and
+    x̂0 excluded), counted on fake tensors."""
+    from diffusers_stableanimator.face_optimization import FaceObjective, FaceOptimizationConfig
+    from simulated_memory import LiveTensorBytes
+
+    boxes = boxes or [face_box(width, height, 1 / 4)] * frames
+    objective = FaceObjective(c["vae"], c["face_recognizer"], torch.zeros(1, 512), boxes, FaceOptimizationConfig(mode=mode, **config))
     x0 = torch.zeros(1, frames, 4, height // 8, width // 8, requires_grad=True)
     with objective.prepared(), torch.enable_grad():
-        return count(lambda: objective(x0).backward(), mode)
+        flops = count(lambda: objective(x0).backward(), mode)
+        with LiveTensorBytes() as live:
+            objective(x0).backward()
+    return flops, live.peak
+
+
+def face_table(c, fake_mode, frame_counts: list[int], width: int = 512, height: int = 512) -> None:
+    """Face optimisation with the default config against the sampling job, per face size, motion and frame count."""
+    print(f"\nFace optimisation, default FaceOptimizationConfig (face_crop, margin 2, chunks of 4, {FACE_STEPS} steps x "
+          f"{FACE_ITERATIONS} iterations), {width}x{height}:")
+    print("| face | motion | frames | face opt. TFLOP | sampling TFLOP | face opt. / sampling | peak GiB of one iteration |")
+    print("|---|---|---|---|---|---|---|")
+    from diffusers_stableanimator.tiling import temporal_tiles
+
+    with fake_mode:
+        tile = unet_tile_flops(c["unet"], TILE_SIZE, height // 8, width // 8, batch=2)
+        for label, fraction in (("1/16 of the area (a quarter of each side)", 1 / 4), ("1/16 of each side", 1 / 16)):
+            for moving in (False, True):
+                for frames in frame_counts:
+                    sampling = STEPS * tile * len(temporal_tiles(frames, TILE_SIZE, TILE_OVERLAP)) + encoders_flops(c, frames, height, width)
+                    boxes = [face_box(width, height, fraction, k, frames, moving) for k in range(frames)]
+                    flops, peak = face_evaluation(c, frames, height, width, boxes=boxes)
+                    face = FACE_STEPS * FACE_ITERATIONS * flops
+                    print(f"| {label} | {'moving corner to corner' if moving else 'still'} | {frames} | {face / 1e12:.0f} | {sampling / 1e12:.0f} "
+                          f"| {face / sampling:.2f} | {peak / 2**30:.3f} |", flush=True)
 
 
 def gpu_row(width, height, frames, tiles, tile_flops, measured, peak) -> str:
@@ -192,7 +231,7 @@ def main() -> None:
                 step = tile * len(tiles) if frames >= TILE_SIZE else unet_tile_flops(c["unet"], frames, h, w, batch=2)
                 sampling = STEPS * step + encoders_flops(c, frames, height, width)
                 decode = decode_flops(c["vae"], frames, h, w)
-                face = {mode: FACE_STEPS * FACE_ITERATIONS * face_evaluation_flops(c, frames, height, width, mode) for mode in ("face_crop", "full")}
+                face = {mode: FACE_STEPS * FACE_ITERATIONS * face_evaluation(c, frames, height, width, mode)[0] for mode in ("face_crop", "full")}
                 print(f"| {width}x{height} | {frames} | {len(tiles)} | {tile / T:.1f} | {apart / T:.1f} ({apart / tile - 1:+.3%}) | {step / T:.0f} "
                       f"| {sampling / T:.0f} | {decode / T:.1f} | {face['face_crop'] / T:.0f} | {face['full'] / T:.0f} "
                       f"| {face['face_crop'] / sampling:.2f} | {face['full'] / sampling:.2f} | {face['full'] / face['face_crop']:.1f}x |", flush=True)
@@ -207,9 +246,10 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(timings))
         return
+    face_table(c, fake_mode, args.frames)
     # The CPU timing in docs/face_optimization.md: 512x512, 4 frames, box (192, 64, 320, 192), chunks of 1 frame.
     with fake_mode:
-        crop, full = (face_evaluation_flops(c, 4, 512, 512, mode, box=(192, 64, 320, 192), chunk=1) for mode in ("face_crop", "full"))
+        crop, full = (face_evaluation(c, 4, 512, 512, mode, boxes=[(192, 64, 320, 192)] * 4, chunk_size=1)[0] for mode in ("face_crop", "full"))
     print(f"docs/face_optimization.md's CPU case (512x512, 4 frames, box (192, 64, 320, 192), chunks of 1): "
           f"full {full / T:.1f}, face_crop {crop / T:.2f} TFLOP per iteration: FLOP ratio {full / crop:.1f}x")
 

@@ -33,9 +33,10 @@ def inputs():
     return synthetic_inputs(NUM_FRAMES)
 
 
-def objective_for(pipe, image, boxes=BOXES, decode_chunk_size=2, vae=None, recognizer=None, **config):
+def objective_for(pipe, image, boxes=BOXES, vae=None, recognizer=None, **config):
+    config.setdefault("chunk_size", 2)
     checked = FaceOptimizationInputs(FaceOptimizationConfig(**config), list(boxes), REFERENCE_BOX)
-    return build_face_objective(vae or pipe.vae, recognizer or pipe.face_recognizer, image, checked, decode_chunk_size)
+    return build_face_objective(vae or pipe.vae, recognizer or pipe.face_recognizer, image, checked)
 
 
 def loss_and_grad(objective, x0):
@@ -49,7 +50,7 @@ def loss_and_grad(objective, x0):
 def test_full_mode_equals_crop_after_decode(pipe, inputs):
     image = inputs[0]
     x0 = torch.randn(1, NUM_FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    objective = objective_for(pipe, image, mode="full", decode_chunk_size=2)
+    objective = objective_for(pipe, image, mode="full", chunk_size=2)
     with objective.prepared():
         loss = objective(x0)
 
@@ -86,18 +87,83 @@ def test_face_crop_agrees_with_full(pipe):
     torch.testing.assert_close(grad_wide, grad_full)
 
 
-def test_face_crop_decodes_only_a_window_of_face_frames(pipe, inputs):
-    objective = objective_for(pipe, inputs[0], mode="face_crop", margin=1, decode_chunk_size=None)
+def decoded_shapes(pipe, objective, x0):
     seen = []
     handle = pipe.vae.decoder.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
     try:
         with objective.prepared():
-            objective(torch.randn(1, NUM_FRAMES, 4, 8, 8))
+            objective(x0)
     finally:
         handle.remove()
-    # frames 0, 2, 3 (union box x 8..52, y 8..56 -> latent 1..7, 1..7, plus margin 1, clipped to 0..8)
-    assert seen == [(3, 4, 8, 8)]
-    assert objective.latent_window([(16, 16, 24, 24)], (8, 8)) == (1, 1, 4, 4)
+    return seen
+
+
+def test_face_crop_decodes_a_window_that_follows_each_face(pipe, inputs):
+    objective = objective_for(pipe, inputs[0], mode="face_crop", margin=1, chunk_size=None)
+    # Face frames 0, 2, 3: boxes 32x32, 32x32, 32x40 pixels. A span of n pixels touches at most (n + 6) // 8 + 1
+    # latent cells (one more than n / 8 when it does not start on a cell edge): 5, 5 and 5 x 6. Window: 5 x 6
+    # cells plus the margin 1 on each side = 7 x 8, centred on the cells each box touches ((2, 1, 6, 5),
+    # (2, 1, 7, 6), (1, 2, 5, 7)) and kept inside the 8 x 8 latent.
+    assert objective.latent_windows([BOXES[0], BOXES[2], BOXES[3]], (8, 8)) == [(1, 0, 8, 8), (1, 0, 8, 8), (0, 0, 7, 8)]
+    assert decoded_shapes(pipe, objective, torch.randn(1, NUM_FRAMES, 4, 8, 8)) == [(3, 4, 8, 7)]
+    # an 8x8 face on a cell: up to 2 cells for a face that size, plus the margin: 4 x 4, the same in every frame
+    assert objective.latent_windows([(16, 16, 24, 24)] * 2, (8, 8)) == [(1, 1, 5, 5)] * 2
+
+
+def test_a_moving_face_costs_what_a_still_one_does_and_chunks_bound_memory(pipe):
+    # 10 frames of 128x128 (16x16 latents), a 24x24 face crossing the frame vs standing still; default config.
+    image, _, _ = synthetic_inputs(1, size=128)
+    still = [(48, 48, 72, 72)] * 10
+    moving = [(8 * k, 8 + 8 * k, 8 * k + 24, 32 + 8 * k) for k in range(10)]
+    x0 = torch.randn(1, 10, 4, 16, 16, generator=torch.Generator().manual_seed(3))
+    config = FaceOptimizationConfig()
+    assert config.chunk_size == 4
+    shapes = {name: decoded_shapes(pipe, objective_for(pipe, image, boxes, chunk_size=config.chunk_size), x0)
+              for name, boxes in (("still", still), ("moving", moving))}
+    # chunks of 4, 4 and 2 frames, each a window of (24 + 6) // 8 + 1 = 4 cells plus margin 2 on each side, whatever the motion
+    assert shapes["still"] == shapes["moving"] == [(4, 4, 8, 8), (4, 4, 8, 8), (2, 4, 8, 8)]
+
+
+def adam_by_hand(x, loss_fn, lr, iterations, betas=(0.9, 0.999), eps=1e-8):
+    """torch.optim.Adam's defaults written out: bias-corrected moments, eps added to the corrected sqrt(v)."""
+    m, v = torch.zeros_like(x), torch.zeros_like(x)
+    for t in range(1, iterations + 1):
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(loss_fn(x), x)
+        m = betas[0] * m + (1 - betas[0]) * grad
+        v = betas[1] * v + (1 - betas[1]) * grad**2
+        m_hat, v_hat = m / (1 - betas[0] ** t), v / (1 - betas[1] ** t)
+        x = x.detach() - lr * m_hat / (v_hat.sqrt() + eps)
+    return x.detach()
+
+
+def test_refine_is_adam_on_the_face_loss_at_the_steps_learning_rate(pipe, inputs):
+    objective = objective_for(pipe, inputs[0], iterations=2, learning_rate=0.3)
+    x0 = torch.randn(1, NUM_FRAMES, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    refined = objective.refine(x0, step_index=3, num_inference_steps=8)
+    with objective.prepared():
+        expected = adam_by_hand(x0, objective, lr=0.3 * (1 - 3 / 8), iterations=2)
+    torch.testing.assert_close(refined, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(refined, x0)
+
+
+def test_reference_defaults_and_the_refined_steps(pipe, inputs, monkeypatch):
+    config = FaceOptimizationConfig()
+    assert (config.start_step, config.end_step, config.learning_rate, config.iterations) == (0, 20, 0.1, 3)
+    assert (config.mode, config.margin) == ("face_crop", 2)
+    calls = []
+    evaluate = FaceObjective.__call__
+    refine = FaceObjective.refine
+
+    def recording_refine(self, x0, step_index, num_inference_steps):
+        calls.append(("refine", step_index, num_inference_steps, self.config.learning_rate_at(step_index, num_inference_steps)))
+        return refine(self, x0, step_index, num_inference_steps)
+
+    monkeypatch.setattr(FaceObjective, "refine", recording_refine)
+    monkeypatch.setattr(FaceObjective, "__call__", lambda self, x0: calls.append("loss") or evaluate(self, x0))
+    run(pipe, inputs, face_optimization={"start_step": 1, "end_step": 2, "iterations": 2}, face_boxes=BOXES, reference_face_box=REFERENCE_BOX, steps=4)
+    # steps 1 and 2 of 4, both inclusive; two loss evaluations each; lr 0.1 * (1 - i / 4)
+    assert calls == [("refine", 1, 4, pytest.approx(0.075)), "loss", "loss", ("refine", 2, 4, pytest.approx(0.05)), "loss", "loss"]
 
 
 def test_no_gradient_reaches_models_and_flags_are_restored(pipe, inputs):
@@ -112,9 +178,9 @@ def test_no_gradient_reaches_models_and_flags_are_restored(pipe, inputs):
     assert not pipe.vae.is_gradient_checkpointing
 
 
-def run(pipe, inputs, **kwargs):
+def run(pipe, inputs, steps=2, **kwargs):
     image, poses, face_embeds = inputs
-    return pipe(image, poses, face_embeds=face_embeds, num_inference_steps=2, tile_size=4, tile_overlap=1,
+    return pipe(image, poses, face_embeds=face_embeds, num_inference_steps=steps, tile_size=4, tile_overlap=1,
                 output_type="pt", generator=torch.Generator().manual_seed(0), **kwargs).frames
 
 
@@ -201,7 +267,12 @@ def test_config_values():
     assert check_face_optimization_inputs(None, None, None, num_frames=1, height=64, width=64, reference_size=(64, 64), face_recognizer=None) is None
     with pytest.raises(ValueError, match="mode"):
         FaceOptimizationConfig(mode="crop")
-    with pytest.raises(ValueError, match="scheduler"):
-        check(config={"iterations": 5})
+    with pytest.raises(ValueError, match=r"Unknown face optimisation option\(s\) \['lr'\]"):
+        check(config={"lr": 0.2})
+    for bad in ({"margin": -1}, {"iterations": 0}, {"start_step": 1.5}, {"end_step": -1}, {"chunk_size": 0},
+                {"learning_rate": float("nan")}, {"learning_rate": 0}, {"start_step": 5, "end_step": 4},
+                {"gradient_checkpointing": "yes"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FaceOptimizationConfig(**bad)
     with pytest.raises(ValueError, match="reference_face_box"):
         check(reference_box=None)

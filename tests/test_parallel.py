@@ -14,27 +14,20 @@ import torch
 
 from diffusers_stableanimator.errors import StableAnimatorError
 from diffusers_stableanimator.parallel import TileParallel, fingerprint
-from diffusers_stableanimator.schedulers import HJBEulerScheduler
 from diffusers_stableanimator.testing import synthetic_inputs, tiny_random_pipeline
 
 WORLD_SIZE = 2
 REFERENCE_BOX = (12, 6, 52, 50)
 # Frame counts with tile_size 4, overlap 1: 7 -> 2 tiles (one per process), 10 -> 3 tiles (uneven), 3 -> 1 tile
-# (one process idle). Decode chunks: 4 of 2 frames, 4 of 3 or 1, and one chunk of all frames (not shared).
+# (one process idle). Decode chunks: 4 of 2 frames, 4 of 3 or 1, and one chunk of all frames (not shared). Face
+# optimisation refines the first step only (`end_step` 0): enough to check it, and fast.
 CASES = {
     "7 frames, 2 tiles": dict(num_frames=7, decode_chunk_size=2),
     "10 frames, 3 tiles": dict(num_frames=10, decode_chunk_size=3, min_guidance_scale=1.0),
     "3 frames, 1 tile": dict(num_frames=3),
-    "10 frames, face optimisation (full)": dict(num_frames=10, decode_chunk_size=3, face_optimization={"mode": "full"}),
-    "4 frames, face optimisation (face_crop, one chunk)": dict(num_frames=4, face_optimization={}),
+    "10 frames, face optimisation (full)": dict(num_frames=10, decode_chunk_size=3, face_optimization={"mode": "full", "chunk_size": 3, "end_step": 0}),
+    "4 frames, face optimisation (face_crop, one chunk)": dict(num_frames=4, face_optimization={"end_step": 0}),
 }
-
-
-def pipeline():
-    """The tiny pipeline, face optimisation in the first step only (enough to check it; the tests stay fast)."""
-    pipe = tiny_random_pipeline()
-    pipe.scheduler = HJBEulerScheduler.from_config(pipe.scheduler.config, face_optimization_end_step=0)
-    return pipe
 
 
 def boxes(num_frames):
@@ -51,7 +44,7 @@ def run_case(pipe, num_frames, seed=0, **kwargs):
 
 # ---------------------------------------------------------------------------------------------------- workers
 def _task_equivalence(rank):
-    pipe = pipeline()
+    pipe = tiny_random_pipeline()
     pipe.enable_tile_parallel()
     return {name: run_case(pipe, **case) for name, case in CASES.items()}
 
@@ -162,7 +155,7 @@ def spawn(task, tmp_path, timeout=120):
 def test_two_processes_match_one(tmp_path):
     results = spawn("equivalence", tmp_path)
     assert all("ok" in results[rank] for rank in range(WORLD_SIZE)), results
-    pipe = pipeline()  # one process, no torch.distributed: today's code path
+    pipe = tiny_random_pipeline()  # one process, no torch.distributed: today's code path
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the workers: another thread count changes the kernels' own sums
     try:

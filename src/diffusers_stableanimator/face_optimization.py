@@ -1,13 +1,14 @@
 """StableAnimator's inference-time face optimisation ("HJB"): the objective the scheduler minimises over x̂0.
 
 The objective decodes the predicted clean latent x̂0, crops each output frame's face box, runs the frozen ArcFace
-recognizer and returns mean_k |1 - cos(e_k, e_ref)| over the frames that have a face. The scheduler
-(`HJBEulerScheduler.refine_x0`) runs the Adam iterations; this module owns everything model-related.
+recognizer and returns mean_k |1 - cos(e_k, e_ref)| over the frames that have a face; `FaceObjective.refine` runs
+the Adam iterations on x̂0. Every setting is a field of `FaceOptimizationConfig`. The scheduler only swaps the
+refined x̂0 into its Euler update (`HJBEulerScheduler.step(..., refine_x0=...)`).
 
 Two decode modes:
     * `"full"`: decode whole frames (the reference's semantics, for parity with published results);
-    * `"face_crop"` (default): decode only a latent window around the faces, `margin` latent pixels wider than
-      the face boxes on each side. See docs/face_optimization.md for the measured agreement with `"full"`.
+    * `"face_crop"` (default): decode only a latent window around each face, `margin` latent pixels wider than
+      the face box on each side. See docs/face_optimization.md for the measured agreement with `"full"`.
 """
 
 from __future__ import annotations
@@ -41,27 +42,52 @@ NO_RECOGNIZER_MESSAGE = (
 @dataclass
 class FaceOptimizationConfig:
     r"""
-    How the face objective decodes x̂0. The optimisation window, learning rate and iterations are the scheduler's
-    config (`HJBEulerScheduler.face_optimization_*`).
+    Every face-optimisation setting, in one place. The defaults of the step window, learning rate and iterations
+    are the reference implementation's.
 
     Args:
-        mode (`"face_crop"` or `"full"`): `"face_crop"` decodes only a latent window around the face boxes (much
+        mode (`"face_crop"` or `"full"`): `"face_crop"` decodes only a latent window around each face (much
             cheaper); `"full"` decodes whole frames, exactly as the reference implementation.
-        margin (`int`, defaults to 2): Latent pixels (x8 output pixels) decoded around the face boxes in
+        margin (`int`, defaults to 2): Latent pixels (x8 output pixels) decoded around each face box in
             `"face_crop"` mode, so the decoder's convolutions see the face's surroundings.
-        gradient_checkpointing (`bool`, defaults to `True`): Recompute the VAE decoder's activations in the
-            backward pass instead of keeping them (less memory, about one extra decoder forward).
+        start_step, end_step (`int`, defaults to 0 and 20): The denoising steps refined, 0-based, both inclusive.
+        learning_rate (`float`, defaults to 0.1): Adam's learning rate at step 0; at step `i` of `n` it is
+            `learning_rate * (1 - i / n)`.
+        iterations (`int`, defaults to 3): Adam steps on x̂0 in each refined denoising step.
+        chunk_size (`int` or `None`, defaults to 4): Face frames decoded together (the temporal decoder mixes the
+            frames of a chunk). Memory grows with the chunk, not with the video; `None` decodes all face frames
+            at once, as the reference does (it runs out of memory on long videos).
+        gradient_checkpointing (`bool` or `None`): Recompute the VAE decoder's activations in the backward pass
+            instead of keeping them: less memory, one more decoder forward per iteration. `None` (default): on in
+            `"full"` mode, off in `"face_crop"` mode, whose windows are small.
     """
 
     mode: Literal["face_crop", "full"] = "face_crop"
     margin: int = 2
-    gradient_checkpointing: bool = True
+    start_step: int = 0
+    end_step: int = 20
+    learning_rate: float = 0.1
+    iterations: int = 3
+    chunk_size: int | None = 4
+    gradient_checkpointing: bool | None = None
 
     def __post_init__(self):
+        def whole(value, least):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
         if self.mode not in ("face_crop", "full"):
             raise ValueError(f"Face optimisation `mode` must be 'face_crop' or 'full', got {self.mode!r}.")
-        if not isinstance(self.margin, int) or self.margin < 0:
-            raise ValueError(f"Face optimisation `margin` must be a non-negative integer (latent pixels), got {self.margin!r}.")
+        for name, least in (("margin", 0), ("start_step", 0), ("end_step", 0), ("iterations", 1)):
+            if not whole(getattr(self, name), least):
+                raise ValueError(f"Face optimisation `{name}` must be a whole number of at least {least}, got {getattr(self, name)!r}.")
+        if self.end_step < self.start_step:
+            raise ValueError(f"Face optimisation `end_step` ({self.end_step}) must not be before `start_step` ({self.start_step}).")
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) or not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"Face optimisation `learning_rate` must be a positive finite number, got {self.learning_rate!r}.")
+        if self.chunk_size is not None and not whole(self.chunk_size, 1):
+            raise ValueError(f"Face optimisation `chunk_size` must be a whole number of at least 1, or None for all face frames at once, got {self.chunk_size!r}.")
+        if self.gradient_checkpointing not in (None, True, False):
+            raise ValueError(f"Face optimisation `gradient_checkpointing` must be True, False or None (automatic), got {self.gradient_checkpointing!r}.")
 
     @classmethod
     def from_value(cls, value: FaceOptimizationConfig | dict | None) -> FaceOptimizationConfig | None:
@@ -71,13 +97,20 @@ class FaceOptimizationConfig:
         if isinstance(value, dict):
             unknown = set(value) - set(asdict(cls()))
             if unknown:
-                raise ValueError(
-                    f"Unknown face optimisation option(s) {sorted(unknown)}; expected some of {sorted(asdict(cls()))}. "
-                    "The window, learning rate and iterations are the scheduler's config "
-                    "(`HJBEulerScheduler.from_config(pipe.scheduler.config, face_optimization_end_step=...)`)."
-                )
+                raise ValueError(f"Unknown face optimisation option(s) {sorted(unknown)}; expected some of {sorted(asdict(cls()))}.")
             return cls(**value)
         raise TypeError(f"`face_optimization` must be None, a FaceOptimizationConfig or a dict, got {type(value).__name__}.")
+
+    def refines(self, step_index: int) -> bool:
+        """Whether denoising step `step_index` (0-based) is refined."""
+        return self.start_step <= step_index <= self.end_step
+
+    def learning_rate_at(self, step_index: int, num_inference_steps: int) -> float:
+        return self.learning_rate * (1.0 - step_index / num_inference_steps)
+
+    @property
+    def checkpoints_decoder(self) -> bool:
+        return self.mode == "full" if self.gradient_checkpointing is None else self.gradient_checkpointing
 
 
 class FaceOptimizationInputs(NamedTuple):
@@ -193,13 +226,13 @@ def reference_face_embedding(face_recognizer: nn.Module, image: PIL.Image.Image,
 
 class FaceObjective:
     r"""
-    The callable `x̂0 -> loss` that `HJBEulerScheduler.step(..., face_objective=...)` minimises:
-    mean over frames with a face of |1 - cos(ArcFace(face crop of decode(x̂0)), e_ref)|.
+    The face loss of x̂0: mean over frames with a face of |1 - cos(ArcFace(face crop of decode(x̂0)), e_ref)|, and
+    `refine`, the Adam iterations on x̂0 that `HJBEulerScheduler.step(..., refine_x0=...)` runs in a refined step.
 
-    Call it inside `with objective.prepared():` (the pipeline wraps each refined scheduler step). There the VAE
-    decoder and the recognizer are float32, frozen and in eval mode, and the decoder checkpoints its activations
-    if asked. The gradient is computed chunk by chunk as the loss is evaluated (`_ChunkwiseLoss`), so only one
-    chunk's activations are alive at a time, whatever the number of frames.
+    Evaluate it inside `with objective.prepared():` (`refine` does): there the VAE decoder and the recognizer are
+    float32, frozen and in eval mode, and the decoder checkpoints its activations if the config says so. The
+    gradient is computed chunk by chunk as the loss is evaluated (`_ChunkwiseLoss`), so only one chunk's
+    activations are alive at a time, whatever the number of frames.
     """
 
     def __init__(
@@ -209,7 +242,6 @@ class FaceObjective:
         reference_embedding: torch.Tensor,
         face_boxes: Sequence[Box | None],
         config: FaceOptimizationConfig | None = None,
-        decode_chunk_size: int | None = None,
     ):
         self.vae = vae
         self.face_recognizer = face_recognizer
@@ -217,14 +249,24 @@ class FaceObjective:
         self.face_boxes = list(face_boxes)
         self.config = config or FaceOptimizationConfig()
         self.face_frames = [k for k, box in enumerate(self.face_boxes) if box is not None]
-        self.decode_chunk_size = decode_chunk_size or len(self.face_frames)
         self.latent_scale = 2 ** (len(vae.config.block_out_channels) - 1)
         self.parallel = None  # a TileParallel: each process evaluates its share of the chunks (set by the pipeline)
         self._prepared = False
 
+    def refine(self, x0: torch.Tensor, step_index: int, num_inference_steps: int) -> torch.Tensor:
+        """`config.iterations` Adam steps on x̂0 (float32) at this step's learning rate; returns the refined x̂0."""
+        x0 = x0.detach().float().clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([x0], lr=self.config.learning_rate_at(step_index, num_inference_steps))
+        with self.prepared(), torch.enable_grad():
+            for _ in range(self.config.iterations):
+                optimizer.zero_grad(set_to_none=True)
+                self(x0).backward()
+                optimizer.step()
+        return x0.detach()
+
     @contextmanager
     def prepared(self) -> Iterator[FaceObjective]:
-        checkpointing = self.config.gradient_checkpointing and not self.vae.is_gradient_checkpointing
+        checkpointing = self.config.checkpoints_decoder and not self.vae.is_gradient_checkpointing
         with frozen_fp32(self.vae.decoder, self.face_recognizer):
             if checkpointing:
                 self.vae.enable_gradient_checkpointing()
@@ -242,8 +284,8 @@ class FaceObjective:
         return _ChunkwiseLoss.apply(x0, self)
 
     def chunks(self) -> list[list[int]]:
-        """The frames with a face, in groups of `decode_chunk_size` decoded together."""
-        frames, size = self.face_frames, self.decode_chunk_size
+        """The frames with a face, in groups of `config.chunk_size` decoded together."""
+        frames, size = self.face_frames, self.config.chunk_size or len(self.face_frames)
         return [frames[start : start + size] for start in range(0, len(frames), size)]
 
     def chunk_loss(self, x0: torch.Tensor, frames: list[int]) -> torch.Tensor:
@@ -261,23 +303,38 @@ class FaceObjective:
         if x0.ndim != 5 or x0.shape[0] != 1 or x0.shape[1] != len(self.face_boxes):
             raise ValueError(f"Expected x̂0 of shape (1, {len(self.face_boxes)}, C, h, w), got {tuple(x0.shape)}.")
         boxes = [self.face_boxes[k] for k in frames]
-        wx1, wy1, wx2, wy2 = self.latent_window(boxes, x0.shape[-2:])
-        window = x0[0, frames, :, wy1:wy2, wx1:wx2].float() / self.vae.config.scaling_factor
-        pixels = self.vae.decode(window, num_frames=len(frames)).sample.float().clamp(-1.0, 1.0)
-        ox, oy = wx1 * self.latent_scale, wy1 * self.latent_scale  # window origin in output pixels
-        return torch.cat([_resize_face(pixels[j : j + 1, :, y1 - oy : y2 - oy, x1 - ox : x2 - ox]) for j, (x1, y1, x2, y2) in enumerate(boxes)])
+        windows = self.latent_windows(boxes, x0.shape[-2:])
+        latents = torch.stack([x0[0, k, :, y1:y2, x1:x2] for k, (x1, y1, x2, y2) in zip(frames, windows)])
+        pixels = self.vae.decode(latents.float() / self.vae.config.scaling_factor, num_frames=len(frames)).sample.float().clamp(-1.0, 1.0)
+        s = self.latent_scale  # a box in output pixels, relative to its frame's window origin
+        return torch.cat([_resize_face(pixels[j : j + 1, :, y1 - wy * s : y2 - wy * s, x1 - wx * s : x2 - wx * s])
+                          for j, ((x1, y1, x2, y2), (wx, wy, _, _)) in enumerate(zip(boxes, windows))])
 
-    def latent_window(self, boxes: Sequence[Box], latent_size: tuple[int, int]) -> Box:
-        """Latent `(x1, y1, x2, y2)` to decode: everything (`"full"`), or the boxes' union plus the margin."""
+    def latent_windows(self, boxes: Sequence[Box], latent_size: tuple[int, int]) -> list[Box]:
+        """
+        The latent `(x1, y1, x2, y2)` decoded for each frame of a chunk: everything (`"full"`), or a window that
+        follows each frame's face. Its size depends only on the size of the chunk's largest face: the most latent
+        cells a box that size can touch wherever it lies, plus `margin` on each side. So the frames of a chunk
+        decode together, and a face costs the same (time and memory) still or moving, wherever it is. Each
+        frame's window is centred on the cells its own box touches and kept inside the latent.
+        """
         h, w = latent_size
         if self.config.mode == "full":
-            return 0, 0, w, h
+            return [(0, 0, w, h)] * len(boxes)
         s, m = self.latent_scale, self.config.margin
-        x1 = min(b[0] for b in boxes) // s - m
-        y1 = min(b[1] for b in boxes) // s - m
-        x2 = math.ceil(max(b[2] for b in boxes) / s) + m
-        y2 = math.ceil(max(b[3] for b in boxes) / s) + m
-        return max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+
+        def most_cells(length: int) -> int:  # a span of `length` pixels touches at most this many cells of size s
+            return (length + s - 2) // s + 1
+
+        width = min(max(most_cells(x2 - x1) for x1, _, x2, _ in boxes) + 2 * m, w)
+        height = min(max(most_cells(y2 - y1) for _, y1, _, y2 in boxes) + 2 * m, h)
+        windows = []
+        for x1, y1, x2, y2 in boxes:
+            cx1, cy1, cx2, cy2 = x1 // s, y1 // s, math.ceil(x2 / s), math.ceil(y2 / s)  # the cells this box touches
+            wx = min(max(cx1 - (width - (cx2 - cx1)) // 2, 0), w - width)
+            wy = min(max(cy1 - (height - (cy2 - cy1)) // 2, 0), h - height)
+            windows.append((wx, wy, wx + width, wy + height))
+        return windows
 
 
 class _ChunkwiseLoss(torch.autograd.Function):
@@ -314,10 +371,9 @@ def build_face_objective(
     face_recognizer: nn.Module,
     reference_image: PIL.Image.Image,
     inputs: FaceOptimizationInputs,
-    decode_chunk_size: int | None = None,
 ) -> FaceObjective:
     """The face objective for one pipeline call, from the inputs checked by `check_face_optimization_inputs`."""
     if face_recognizer is None:
         raise ValueError(NO_RECOGNIZER_MESSAGE)
     reference = reference_face_embedding(face_recognizer, reference_image, inputs.reference_face_box)
-    return FaceObjective(vae, face_recognizer, reference, inputs.face_boxes, inputs.config, decode_chunk_size)
+    return FaceObjective(vae, face_recognizer, reference, inputs.face_boxes, inputs.config)

@@ -1,12 +1,11 @@
 """StableAnimatorPipeline: animate one reference photo along a sequence of pose skeletons."""
 
-from __future__ import annotations
-
+import functools
 import inspect
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import numpy as np
 import PIL.Image
@@ -131,6 +130,9 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, T
     _exclude_from_cpu_offload = ["face_recognizer"]
     _callback_tensor_inputs = ["latents"]
 
+    # The annotations below are real classes (no `from __future__ import annotations` in this module) and the
+    # optional one is `typing.Optional`: diffusers before 0.35 reads them to check loaded components and accepts
+    # only classes and `typing.Union`.
     def __init__(
         self,
         vae: AutoencoderKLTemporalDecoder,
@@ -140,7 +142,7 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, T
         pose_net: PoseNet,
         face_encoder: FaceEncoder,
         scheduler: HJBEulerScheduler,
-        face_recognizer: ArcFaceIResNet | None = None,
+        face_recognizer: Optional[ArcFaceIResNet] = None,
     ):
         super().__init__()
         self.register_modules(
@@ -455,9 +457,9 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, T
             callback_on_step_end_tensor_inputs: Names of the tensors passed to the callback.
             return_dict: Return a [`StableAnimatorPipelineOutput`] instead of a tuple.
             face_optimization: Turn on StableAnimator's face optimisation ("HJB"): a `FaceOptimizationConfig` or a
-                dict of its fields (`{}` = defaults, `mode="face_crop"`); `None` = off. Needs the `face_recognizer`
-                component. Its window, learning rate and iterations are the scheduler's `face_optimization_*`
-                config. See docs/face_optimization.md.
+                dict of its fields (`{}` = defaults: `mode="face_crop"`, the reference's steps 0-20, lr 0.1, 3 Adam
+                iterations, chunks of 4 face frames); `None` = off. Needs the `face_recognizer` component. See
+                docs/face_optimization.md.
             face_boxes: One face box `(x1, y1, x2, y2)` per output frame in output pixels (x2/y2 exclusive, like
                 PIL's crop), or None for a frame without a face. Boxes are clipped to the frame.
             reference_face_box: The face box in the reference image, in its own pixels.
@@ -537,18 +539,17 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, T
             logger.info(f"denoising {len(tiles)} tiles on {parallel.world_size} processes")
         face_objective = None
         if face_inputs is not None:  # x̂0 -> face loss; the scheduler refines x̂0 with it inside its window
-            face_objective = build_face_objective(self.vae, self.face_recognizer, full_image, face_inputs, decode_chunk_size)
+            face_objective = build_face_objective(self.vae, self.face_recognizer, full_image, face_inputs)
             face_objective.parallel = parallel
 
         # 6. Denoising loop
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 noise_pred = self.predict_noise(latents, t, conditioning, self._guidance_scale, tiles, parallel)
-                if face_objective is not None and self.scheduler.is_face_optimization_step(self.scheduler.step_index):
+                if face_objective is not None and face_objective.config.refines(i):
                     progress_bar.set_postfix_str("face optimisation", refresh=True)  # these steps take much longer
-                    # prepared(): decoder and recognizer frozen in float32 through the step's forward and backward passes
-                    with face_objective.prepared():
-                        latents = self.scheduler.step(noise_pred, t, latents, return_dict=False, face_objective=face_objective)[0]
+                    refine = functools.partial(face_objective.refine, step_index=i, num_inference_steps=len(timesteps))
+                    latents = self.scheduler.step(noise_pred, t, latents, return_dict=False, refine_x0=refine)[0]
                 else:
                     progress_bar.set_postfix_str("", refresh=False)
                     latents = self.scheduler.step(noise_pred, t, latents, return_dict=False)[0]

@@ -42,10 +42,28 @@ def test_sigmas_are_the_karras_schedule_of_the_reference():
     torch.testing.assert_close(scheduler.timesteps.double(), 0.25 * expected.log(), rtol=1e-4, atol=1e-4)
 
 
-def test_default_face_optimisation_settings_are_the_references():
-    config = HJBEulerScheduler(**SVD_XT_SCHEDULER).config
-    assert (config.face_optimization_start_step, config.face_optimization_end_step) == (0, 20)
-    assert config.face_optimization_lr == 0.1 and config.face_optimization_iterations == 3
+def test_config_saved_before_the_face_settings_moved_loads_silently(tmp_path, caplog):
+    """Scheduler configs saved by earlier versions have `face_optimization_*` keys (now FaceOptimizationConfig
+    fields); left at their defaults they are listed in `_use_default_values` and load without a warning."""
+    import json
+    import logging
+
+    HJBEulerScheduler(**SVD_XT_SCHEDULER).save_pretrained(tmp_path)
+    path = tmp_path / "scheduler_config.json"
+    config = json.loads(path.read_text())
+    old = {"face_optimization_start_step": 0, "face_optimization_end_step": 20, "face_optimization_lr": 0.1, "face_optimization_iterations": 3}
+    config.update(old, _use_default_values=sorted(set(config.get("_use_default_values", [])) | set(old)))
+    path.write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING):
+        scheduler = HJBEulerScheduler.from_pretrained(tmp_path)
+    assert "not expected" not in caplog.text
+    assert scheduler.config.prediction_type == "v_prediction"
+    # A value someone set is not silently dropped: diffusers says it is ignored (control for the check above).
+    config["_use_default_values"].remove("face_optimization_end_step")
+    path.write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING):
+        HJBEulerScheduler.from_pretrained(tmp_path)
+    assert "face_optimization_end_step" in caplog.text and "not expected" in caplog.text
 
 
 def test_loads_a_stock_svd_scheduler_config(tmp_path):
