@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import diffusers
 import numpy as np
 import PIL.Image
 import torch
@@ -16,6 +17,7 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
+from packaging import version
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from . import _diffusers_registry
@@ -29,6 +31,7 @@ from .schedulers import HJBEulerScheduler
 from .tiling import blend_weights, temporal_tiles
 
 logger = logging.get_logger(__name__)
+_DIFFUSERS_TAKES_DTYPE = version.parse(diffusers.__version__) >= version.parse("0.40.0")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -157,6 +160,14 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, T
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if getattr(self, "vae", None) else 8
         self.video_processor = VideoProcessor(do_resize=True, vae_scale_factor=self.vae_scale_factor)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "StableAnimatorPipeline":
+        """diffusers' `DiffusionPipeline.from_pretrained`. `dtype=` works with every diffusers version `setup.cfg`
+        allows: before 0.40 diffusers calls it `torch_dtype` and would ignore `dtype` (loading float32)."""
+        if "dtype" in kwargs and not _DIFFUSERS_TAKES_DTYPE:
+            kwargs["torch_dtype"] = kwargs.pop("dtype")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
     def from_official(cls, official, svd="stabilityai/stable-video-diffusion-img2vid-xt", dtype=None, **kwargs) -> "StableAnimatorPipeline":
