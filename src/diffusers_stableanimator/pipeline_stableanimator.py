@@ -134,8 +134,8 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, T
     _callback_tensor_inputs = ["latents"]
 
     # The annotations below are real classes (no `from __future__ import annotations` in this module) and the
-    # optional one is `typing.Optional`: diffusers before 0.35 reads them to check loaded components and accepts
-    # only classes and `typing.Union`.
+    # optional one is `typing.Optional`: older diffusers (0.33, the oldest setup.cfg allows) reads them to check
+    # loaded components and accepts only classes and `typing.Union` (.ci/oldest-versions).
     def __init__(
         self,
         vae: AutoencoderKLTemporalDecoder,
