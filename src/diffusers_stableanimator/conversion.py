@@ -437,9 +437,11 @@ def _official_folder(official: str | os.PathLike, revision: str | None) -> Path:
 
 def _build_pipeline(files: dict, svd_path: Path, face_encoder_heads: int | None):
     """The pipeline in memory (float32 as stored), plus each component's reference state dict for verification."""
+    import torch
     from diffusers import AutoencoderKLTemporalDecoder
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+    from ._library_versions import dtype_argument
     from .models import ArcFaceIResNet, FaceEncoder, PoseNet, StableAnimatorUNetModel
     from .pipeline_stableanimator import StableAnimatorPipeline
     from .schedulers import HJBEulerScheduler
@@ -465,7 +467,7 @@ def _build_pipeline(files: dict, svd_path: Path, face_encoder_heads: int | None)
         face_recognizer = load_strict(ArcFaceIResNet, recognizer_config, recognizer_sd, files["face_recognizer"].name)
 
     vae = AutoencoderKLTemporalDecoder.from_pretrained(svd_path, subfolder="vae")
-    image_encoder = CLIPVisionModelWithProjection.from_pretrained(svd_path, subfolder="image_encoder", dtype="float32")
+    image_encoder = CLIPVisionModelWithProjection.from_pretrained(svd_path, subfolder="image_encoder", **dtype_argument(CLIPVisionModelWithProjection, torch.float32))
     pipe = StableAnimatorPipeline(
         vae=vae,
         image_encoder=image_encoder,
@@ -495,6 +497,8 @@ def verify_converted(folder: str | os.PathLike, references: dict[str, dict], dty
     """Reload every converted model from `folder` and require its tensors to equal the reference ones cast to `dtype`."""
     import torch
 
+    from ._library_versions import dtype_argument
+
     folder = Path(folder)
     index = json.loads((folder / "model_index.json").read_text())
     for name in ("unet", "pose_net", "face_encoder", "scheduler") + (("face_recognizer",) if "face_recognizer" in references else ()):
@@ -507,7 +511,8 @@ def verify_converted(folder: str | os.PathLike, references: dict[str, dict], dty
         target = getattr(torch, DTYPES[dtype_name])
         for name, reference in references.items():
             # Load as users do, with an explicit dtype (diffusers models would otherwise upcast to float32).
-            model = _component_class(index, name).from_pretrained(folder / name, variant=file_variant, dtype=target)
+            component = _component_class(index, name)
+            model = component.from_pretrained(folder / name, variant=file_variant, **dtype_argument(component, target))
             loaded = model.state_dict()
             if set(loaded) != set(reference):
                 raise ConversionError(f"Verification failed: {name} reloaded with different keys ({_listed(sorted(set(loaded) ^ set(reference)))}).")

@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import diffusers
 import numpy as np
 import PIL.Image
 import torch
@@ -17,10 +16,10 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from diffusers.utils import BaseOutput, logging, replace_example_docstring
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
-from packaging import version
 from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
 from . import _diffusers_registry
+from ._library_versions import dtype_argument
 from .lora import StableAnimatorLoraLoaderMixin
 from .face_optimization import FaceOptimizationConfig, build_face_objective, check_face_optimization_inputs
 from .images import from_array, to_rgb
@@ -31,7 +30,6 @@ from .schedulers import HJBEulerScheduler
 from .tiling import blend_weights, temporal_tiles
 
 logger = logging.get_logger(__name__)
-_DIFFUSERS_TAKES_DTYPE = version.parse(diffusers.__version__) >= version.parse("0.40.0")
 
 EXAMPLE_DOC_STRING = """
     Examples:
@@ -165,8 +163,8 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, T
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "StableAnimatorPipeline":
         """diffusers' `DiffusionPipeline.from_pretrained`. `dtype=` works with every diffusers version `setup.cfg`
         allows: before 0.40 diffusers calls it `torch_dtype` and would ignore `dtype` (loading float32)."""
-        if "dtype" in kwargs and not _DIFFUSERS_TAKES_DTYPE:
-            kwargs["torch_dtype"] = kwargs.pop("dtype")
+        if "dtype" in kwargs:
+            kwargs.update(dtype_argument(DiffusionPipeline, kwargs.pop("dtype")))
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     @classmethod
