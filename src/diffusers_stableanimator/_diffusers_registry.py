@@ -8,6 +8,10 @@ load methods, exactly as diffusers' own entry does for `ModelMixin` and `Schedul
 `DiffusionPipeline.from_pretrained` finds a pipeline class by the `_class_name` of `model_index.json` as an
 attribute of the `diffusers` module, so the pipeline class is exposed there too: after `import
 diffusers_stableanimator`, the generic loader returns a `StableAnimatorPipeline`.
+
+`set_adapters` (LoRA weights) looks a model's scale function up by class name: recent diffusers give unknown names
+the identity, 0.33 (the oldest setup.cfg allows) raises a KeyError, so `register_lora_model` names ours, with the
+identity.
 """
 
 from __future__ import annotations
@@ -28,3 +32,9 @@ def expose_pipeline(pipeline_class) -> None:
     import diffusers
 
     setattr(diffusers, pipeline_class.__name__, pipeline_class)
+
+
+def register_lora_model(model_class) -> None:
+    from diffusers.loaders import peft
+
+    peft._SET_ADAPTER_SCALE_FN_MAPPING.setdefault(model_class.__name__, lambda model, weights: weights)

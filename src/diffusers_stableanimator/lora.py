@@ -22,6 +22,10 @@ from diffusers.utils import logging
 
 logger = logging.get_logger(__name__)
 
+# LoRA adapter metadata (rank, alpha, targets saved with the weights) came after diffusers 0.33, the oldest setup.cfg
+# allows: older versions neither save, return nor take it (.ci/oldest-versions runs the suite there).
+_LORA_METADATA = hasattr(LoraBaseMixin, "_save_lora_weights")
+
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 ID_ADAPTER_WEIGHT_NAME = "id_adapter.safetensors"  # UNet parameters `*.processor.id_to_k/id_to_v.*`
 POSE_NET_FOLDER = "pose_net"
@@ -51,8 +55,10 @@ class StableAnimatorLoraLoaderMixin(LoraBaseMixin):
         low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", False)
         if isinstance(pretrained_model_name_or_path_or_dict, dict):
             pretrained_model_name_or_path_or_dict = pretrained_model_name_or_path_or_dict.copy()
-        kwargs["return_lora_metadata"] = True
-        state_dict, network_alphas, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, **kwargs)
+        if _LORA_METADATA:
+            state_dict, network_alphas, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs)
+        else:
+            (state_dict, network_alphas), metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, **kwargs), None
         not_lora = [key for key in state_dict if "lora" not in key]
         if not_lora:
             raise ValueError(
@@ -64,7 +70,7 @@ class StableAnimatorLoraLoaderMixin(LoraBaseMixin):
             prefix=self.unet_name,
             network_alphas=network_alphas,
             adapter_name=adapter_name,
-            metadata=metadata,
+            **({"metadata": metadata} if _LORA_METADATA else {}),
             _pipeline=self,
             low_cpu_mem_usage=low_cpu_mem_usage,
             hotswap=hotswap,
@@ -84,15 +90,11 @@ class StableAnimatorLoraLoaderMixin(LoraBaseMixin):
         """Save UNet LoRA layers (a peft state dict in diffusers naming) as `pytorch_lora_weights.safetensors`."""
         if not unet_lora_layers:
             raise ValueError("`unet_lora_layers` is empty: nothing to save.")
-        cls._save_lora_weights(
-            save_directory=save_directory,
-            lora_layers={cls.unet_name: unet_lora_layers},
-            lora_metadata={cls.unet_name: unet_lora_adapter_metadata},
-            is_main_process=is_main_process,
-            weight_name=weight_name,
-            save_function=save_function,
-            safe_serialization=safe_serialization,
-        )
+        options = dict(save_directory=save_directory, is_main_process=is_main_process, weight_name=weight_name,
+                       save_function=save_function, safe_serialization=safe_serialization)
+        if not _LORA_METADATA:
+            return cls.write_lora_layers(state_dict=cls.pack_weights(unet_lora_layers, cls.unet_name), **options)
+        cls._save_lora_weights(lora_layers={cls.unet_name: unet_lora_layers}, lora_metadata={cls.unet_name: unet_lora_adapter_metadata}, **options)
 
     def fuse_lora(self, components: list[str] = ["unet"], lora_scale: float = 1.0, safe_fusing: bool = False, adapter_names: list[str] | None = None, **kwargs):
         """Merge the active LoRA(s) into the UNet weights (faster inference); `unfuse_lora` undoes it."""

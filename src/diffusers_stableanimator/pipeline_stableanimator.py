@@ -586,3 +586,4 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, T
 # diffusers' loader must know this package's classes before any `from_pretrained` of a pipeline.
 _diffusers_registry.register(["ArcFaceIResNet", "FaceEncoder", "HJBEulerScheduler", "PoseNet", "StableAnimatorUNetModel"])
 _diffusers_registry.expose_pipeline(StableAnimatorPipeline)
+_diffusers_registry.register_lora_model(StableAnimatorUNetModel)
