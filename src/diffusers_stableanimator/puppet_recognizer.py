@@ -60,6 +60,12 @@ def face_embedding(recognizer, frame: np.ndarray, box) -> np.ndarray:
         return recognizer.eval()(face_crops([frame], [box]))[0].numpy().astype(np.float32)
 
 
+def reference_face_embedder(recognizer):
+    """`video -> embedding` for `puppets.write_dataset(face_embedder=...)`: the recognizer's raw embedding of the
+    face in the video's first frame (deterministic: the recognizer runs in eval mode, without randomness)."""
+    return lambda video: face_embedding(recognizer, video.frames[0], video.face_boxes[0])
+
+
 def recognizer_seeds(seed: int, index: int) -> tuple[int, int]:
     """(identity seed, motion seed) of training puppet `index`: streams 5 and 6 of `puppets._rng`, disjoint in
     practice from the dataset's streams 3 and 4."""
