@@ -27,9 +27,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SIZE = 64
-WIDTH = 32  # cross-attention / CLIP width
-ID_DIM = 512  # the ArcFace width, so that real embeddings fit too
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,63 +37,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=16, help="frames per generated video")
     p.add_argument("--num-frames", type=int, default=8, help="frames per training clip")
     p.add_argument("--frame-rate", type=int, default=1, help="stride between a clip's frames")
-    p.add_argument("--recognizer-steps", type=int, default=300)
-    p.add_argument("--recognizer-identities", type=int, default=300)
-    p.add_argument("--vae-steps", type=int, default=2000)
+    p.add_argument("--recognizer-steps", type=int, default=200)
+    p.add_argument("--recognizer-identities", type=int, default=200)
+    p.add_argument("--recognizer-held-out", type=int, default=50, help="unseen puppets the recognizer is measured on")
+    p.add_argument("--vae-steps", type=int, default=5000)
     p.add_argument("--vae-num-frames", type=int, default=2,
                    help="frames per VAE training clip (default 2: a step costs about its frames, and the VAE needs many steps more than long clips)")
     p.add_argument("--vae-learning-rate", type=float, default=1e-3)
     p.add_argument("--vae-kl-weight", type=float, default=1e-6)
-    p.add_argument("--unet-steps", type=int, default=3000)
-    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--unet-steps", type=int, default=5000)
+    p.add_argument("--learning-rate", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice); on CPUs shared with other work 1 can be many times faster")
     p.add_argument("--checkpointing-steps", type=int, default=1000)
+    p.add_argument("--ship", action="store_true",
+                   help="copy the trained pipeline into the package (src/diffusers_stableanimator/weights/, fp16) as tiny-puppet")
     return p.parse_args(argv)
-
-
-def tiny_components(seed: int) -> dict:
-    """The untrained tiny components (64x64 frames, 16x16 latents). Zero-initialised outputs (PoseNet's and the
-    FaceEncoder's projections) stay zero, as in the real recipe: training opens them."""
-    import torch
-    from diffusers import AutoencoderKLTemporalDecoder
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from diffusers_stableanimator import FaceEncoder, PoseNet, StableAnimatorUNetModel
-    from diffusers_stableanimator.testing import svd_xt_scheduler
-
-    torch.manual_seed(seed)
-    return {
-        "unet": StableAnimatorUNetModel(
-            block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-            cross_attention_dim=WIDTH, num_attention_heads=(2, 4), addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=24, num_frames=8,
-        ),
-        # Three blocks: x4 downsampling, 16x16 latents: with x8 (8x8 latents) thin limbs are lost, and the trained
-        # model must beat repeating the reference frame, which is exact on the background. 64 channels, because
-        # the VAE's GroupNorms have 32 groups: with 32 channels every channel is normalised on its own, its mean
-        # (the colour) is erased before the output convolution, and reconstruction stalled at the clips' variance.
-        "vae": AutoencoderKLTemporalDecoder(block_out_channels=(64, 64, 64), down_block_types=("DownEncoderBlock2D",) * 3,
-                                            latent_channels=4, layers_per_block=1, sample_size=SIZE),
-        "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=32, projection_dim=WIDTH, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-            intermediate_size=37, patch_size=4)),
-        "feature_extractor": CLIPImageProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32}),
-        "pose_net": PoseNet(block_out_channels=(8, 16, 16), out_channels=32),  # x4, as the VAE
-        "face_encoder": FaceEncoder(id_embeddings_dim=ID_DIM, clip_embeddings_dim=WIDTH, cross_attention_dim=WIDTH,
-                                    num_tokens=4, depth=2, dim_head=8, heads=4, ff_mult=2),
-        "scheduler": svd_xt_scheduler(),
-        "face_recognizer": None,
-    }
 
 
 def train_vae(vae, data, args) -> dict:
     """Reconstruction training of the temporal VAE on puppet clips; returns figures for the report."""
     import torch
+
+    from diffusers_stableanimator.tiny_puppet import SIZE
 
     from diffusers_stableanimator.training import StableAnimatorVideoDataset
 
@@ -160,6 +125,7 @@ def run(args: argparse.Namespace) -> dict:
     from diffusers_stableanimator.puppet_recognizer import (evaluate_recognizer, held_out_identity_seeds,
                                                             reference_face_embedder, train_recognizer)
     from diffusers_stableanimator.puppets import write_dataset
+    from diffusers_stableanimator.tiny_puppet import SIZE, untrained_components
 
     out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()):
@@ -170,8 +136,8 @@ def run(args: argparse.Namespace) -> dict:
     # 0. The puppet face recognizer
     recognizer, figures = train_recognizer(args.seed, identities=args.recognizer_identities, steps=args.recognizer_steps)
     report.update(figures)
-    report["recognizer_held_out"] = evaluate_recognizer(recognizer, held_out_identity_seeds(50))
-    print(f"recognizer on 50 held-out puppets: {report['recognizer_held_out']}", flush=True)
+    report["recognizer_held_out"] = evaluate_recognizer(recognizer, held_out_identity_seeds(args.recognizer_held_out))
+    print(f"recognizer on {args.recognizer_held_out} held-out puppets: {report['recognizer_held_out']}", flush=True)
 
     # 1. Data
     t = time.time()
@@ -184,7 +150,7 @@ def run(args: argparse.Namespace) -> dict:
     report["data"] = str(data)
 
     # 2. The base pipeline with a trained VAE and the recognizer
-    components = tiny_components(args.seed)
+    components = untrained_components(args.seed)
     components["face_recognizer"] = recognizer
     t = time.time()
     report.update(train_vae(components["vae"], data, args))
@@ -209,6 +175,11 @@ def run(args: argparse.Namespace) -> dict:
                    "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                    "torch_threads": torch.get_num_threads()})
     atomic_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    if args.ship:
+        from diffusers_stableanimator.tiny_puppet import WEIGHTS, ship
+
+        ship(out / "pipeline")
+        print(f"shipped the weights to {WEIGHTS}")
     print(json.dumps({k: v for k, v in report.items() if k != "args"}))
     return report
 

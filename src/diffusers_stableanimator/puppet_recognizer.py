@@ -115,7 +115,7 @@ def _augmented_crops(frames, boxes, generator):
 
 
 def train_recognizer(seed: int = 0, identities: int = 300, motions: int = 3, steps: int = 800, batch_size: int = 64,
-                     learning_rate: float = 3e-3, size: int = 64, log=print):
+                     learning_rate: float = 3e-3, size: int = 64, log=None):
     """Train a puppet recognizer (CosFace over `identities` puppets, each seen in `motions` trajectories).
     Returns (recognizer in eval mode, figures for the report)."""
     import torch
@@ -123,6 +123,7 @@ def train_recognizer(seed: int = 0, identities: int = 300, motions: int = 3, ste
 
     from .models import ArcFaceIResNet
 
+    log = log or (lambda message: print(message, flush=True))
     started = time.time()
     frames, boxes, labels = _faces(seed, identities, motions, size)
     render_seconds = time.time() - started
