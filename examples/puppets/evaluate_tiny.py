@@ -6,7 +6,8 @@
 For each held-out puppet (`puppet_evaluation.held_out_case`: identities and motions never used in training) it
 generates the frames with the trained model, with the same architecture untrained (`tiny_puppet.untrained_components`
 plus the trained recognizer) and with face optimisation on, and compares them with repeating the reference frame.
-Writes `report.json` (means over cases: L1, PSNR, SSIM, pose error in pixels, missing parts, CSIM, seconds) and
+Also measured: the ground truth through the VAE alone (the best the model could reach). Writes `report.json`
+(means over cases: L1, PSNR, PSNR*, SSIM, pose error in pixels, missing parts, CSIM, seconds) and
 `side_by_side_<i>.png`: one row per frame, reference | pose | generated | ground truth.
 """
 
@@ -33,6 +34,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def vae_reconstruction(vae, frames):
+    """The ground truth through the VAE (encode, decode): what the model could reach at best."""
+    import numpy as np
+    import torch
+
+    pixels = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(pixels).latent_dist.mode(), num_frames=len(frames)).sample
+    return [np.asarray(f) for f in ((decoded.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()]
+
+
 def main(argv=None) -> dict:
     import numpy as np
     import torch
@@ -52,7 +64,7 @@ def main(argv=None) -> dict:
     recognizer = pipe.face_recognizer
     untrained = StableAnimatorPipeline(**{**untrained_components(0), "face_recognizer": recognizer})
     untrained.set_progress_bar_config(disable=True)
-    results = {"trained": [], "untrained": [], "repeat_reference": [], "ground_truth": []}
+    results = {"trained": [], "untrained": [], "repeat_reference": [], "vae_reconstruction": [], "ground_truth": []}
     if args.face_optimization:
         results["trained_face_optimization"] = []
     seconds = {"trained": 0.0, "trained_face_optimization": 0.0}
@@ -60,6 +72,7 @@ def main(argv=None) -> dict:
         case = E.held_out_case(index, args.frames, recognizer=recognizer)
         results["repeat_reference"].append(E.evaluate(E.repeat_reference(case), case, recognizer))
         results["ground_truth"].append(E.evaluate(case.truth, case, recognizer))
+        results["vae_reconstruction"].append(E.evaluate(vae_reconstruction(pipe.vae, case.truth), case, recognizer))
         for seed in range(args.seeds):
             t = time.perf_counter()
             frames = E.generate(pipe, case, args.steps, seed)

@@ -6,7 +6,8 @@ the puppet has moved away from the reference (in the first frames it has hardly 
 reference would be hard to beat by any model; training draws the reference outside the clip in the same way). Three
 kinds of figures, each a mean over frames (and cases):
 
-* pixels: `evaluation.metrics` L1, PSNR and SSIM against the ground truth;
+* pixels: `evaluation.metrics` L1, PSNR (DisCo's, with its uint8 wrap-around), PSNR* (textbook) and SSIM against
+  the ground truth;
 * pose following (`pose_errors`): every coloured body part (torso, upper arms, forearms, thighs, shins) is found
   in a frame by its identity colour; the median pixel of that colour must lie near the middle of the part in the
   target pose (the midpoint of the limb's two joints, averaged over the two limbs of that colour; the torso's
@@ -109,9 +110,10 @@ def repeat_reference(case: Case) -> list:
 
 
 def pixel_metrics(frames, truth) -> dict:
-    from .evaluation.metrics import l1, psnr, ssim
+    from .evaluation.metrics import l1, psnr, psnr_star, ssim
 
-    return {name: float(np.mean([fn(f, t) for f, t in zip(frames, truth)])) for name, fn in (("l1", l1), ("psnr", psnr), ("ssim", ssim))}
+    metrics = (("l1", l1), ("psnr", psnr), ("psnr_star", psnr_star), ("ssim", ssim))
+    return {name: float(np.mean([fn(f, t) for f, t in zip(frames, truth)])) for name, fn in metrics}
 
 
 def part_position(frame: np.ndarray, colour) -> np.ndarray | None:
