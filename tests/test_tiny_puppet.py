@@ -6,7 +6,6 @@ Measured on the shipped weights, 10 denoising steps, 8 frames, generation seed 0
 seeds): the values are in each test's comment.
 """
 
-import configparser
 import fnmatch
 from pathlib import Path
 
@@ -50,9 +49,11 @@ def measured(pipe):
 
 def test_shipped_weights_are_package_data():
     # Every shipped file matches a setup.cfg package_data pattern, so a non-editable install carries it.
-    config = configparser.ConfigParser()
-    config.read(Path(__file__).resolve().parents[1] / "setup.cfg")
-    patterns = [p.strip() for p in config["options.package_data"]["diffusers_stableanimator"].replace("\n", ",").split(",") if p.strip()]
+    # Read as setuptools reads it (a multi-line value once broke every pattern, model cards included).
+    from setuptools.config.setupcfg import read_configuration
+
+    config = read_configuration(Path(__file__).resolve().parents[1] / "setup.cfg")
+    patterns = config["options"]["package_data"]["diffusers_stableanimator"]
     package = WEIGHTS.parent.parent
     shipped = [p for folder in (WEIGHTS, EXAMPLE) for p in folder.rglob("*") if p.is_file()]
     assert any(p.name == "model_index.json" for p in shipped) and any(p.suffix == ".safetensors" for p in shipped)
