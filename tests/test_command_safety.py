@@ -361,6 +361,6 @@ def test_outputs_follow_the_umask_and_no_unactionable_noise(job, face_models):
 
 
 def test_smoke_says_what_it_does_before_the_work(capsys):
-    assert main(["smoke", "--frames", "2", "--steps", "1"]) == 0
+    assert main(["smoke", "--model", "tiny-random", "--frames", "2", "--steps", "1"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("Checking the install: 2 frames, 1 denoising steps") and "frames are noise" in out[1]

@@ -223,3 +223,18 @@ def test_overwrite_replaces_an_earlier_dataset(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name != "data"]  # no temporary left behind
     with pytest.raises(StableAnimatorError):
         P.write_dataset(tmp_path / "x", 0)
+
+
+def test_face_embedder_gives_the_stored_embedding(tmp_path):
+    # write_dataset(face_embedder=...) stores what the embedder returns for each video (the recipe passes the puppet
+    # recognizer's); here an embedder computed independently from the first frame's face pixels.
+    def embedder(video):
+        x1, y1, x2, y2 = video.face_boxes[0]
+        face = video.frames[0][y1 : y2 + 1, x1 : x2 + 1].astype(np.float64)
+        return np.resize(face.mean((0, 1)), 512)
+
+    P.write_dataset(tmp_path / "data", 2, seed=3, num_frames=2, face_embedder=embedder)
+    for index in range(2):
+        video = P.render_video(*P.video_seeds(3, index), num_frames=2)
+        stored = np.load(tmp_path / "data" / P.video_name(index) / "face_embedding.npy")
+        assert stored.dtype == np.float32 and np.array_equal(stored, embedder(video).astype(np.float32))

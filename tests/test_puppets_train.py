@@ -22,14 +22,16 @@ def recipe():
 def run(recipe, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny_puppet") / "run"
     report = recipe.main(["--output-dir", str(out), "--videos", "2", "--frames", "8", "--num-frames", "4",
-                          "--vae-steps", "2", "--vae-num-frames", "2", "--unet-steps", "2", "--seed", "0", "--threads", "1"])
+                          "--vae-steps", "2", "--vae-num-frames", "2", "--unet-steps", "2", "--seed", "0", "--threads", "1",
+                          "--recognizer-steps", "2", "--recognizer-identities", "4", "--recognizer-held-out", "3"])
     return out, report
 
 
 def test_recipe_runs_every_stage(run):
     out, report = run
     assert (out / "data" / "videos.txt").read_text().split() == ["puppet_00000", "puppet_00001"]
-    assert report["vae_steps"] == 2 and report["unet_steps"] == 2
+    assert report["vae_steps"] == 2 and report["unet_steps"] == 2 and report["recognizer_steps"] == 2
+    assert report["recognizer_held_out"]["puppets"] == 3
     assert np.isfinite([report["vae_mse_last"], report["unet_loss_first"], report["unet_loss_last"]]).all()
     assert json.loads((out / "report.json").read_text())["unet_steps"] == 2
     assert not [p for p in out.iterdir() if ".partial" in p.name]
@@ -54,6 +56,30 @@ def test_trained_pipeline_loads_and_animates(run):
                   num_inference_steps=1, tile_size=4, tile_overlap=1, output_type="np",
                   generator=torch.Generator().manual_seed(0)).frames[0]
     assert np.asarray(frames).shape == (4, 64, 64, 3) and np.isfinite(frames).all()
+
+
+def test_dataset_embeddings_are_the_recognizers(run):
+    # face_embedding.npy of each video = the shipped recognizer on the face box of the video's first frame, as the
+    # pipeline's own face optimisation computes a reference embedding (an independent crop-and-resize path).
+    from PIL import Image
+
+    from diffusers_stableanimator.face_optimization import reference_face_embedding
+    from diffusers_stableanimator.models import ArcFaceIResNet
+    from diffusers_stableanimator.puppets import video_seeds
+
+    out, _ = run
+    pipe = StableAnimatorPipeline.from_pretrained(out / "pipeline")
+    assert isinstance(pipe.face_recognizer, ArcFaceIResNet)
+    embeddings = []
+    for index in range(2):
+        video = render_video(*video_seeds(0, index), num_frames=8)
+        x1, y1, x2, y2 = video.face_boxes[0]
+        expected = reference_face_embedding(pipe.face_recognizer, Image.fromarray(video.frames[0]), (x1, y1, x2 + 1, y2 + 1))[0]
+        stored = np.load(out / "data" / f"puppet_{index:05d}" / "face_embedding.npy")
+        assert stored.shape == (512,) and stored.dtype == np.float32
+        np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-4, atol=1e-4)
+        embeddings.append(stored)
+    assert not np.allclose(embeddings[0], embeddings[1])
 
 
 def test_recipe_refuses_a_used_output_dir(recipe, run):

@@ -4,16 +4,17 @@
     python examples/puppets/train_tiny.py --output-dir runs/tiny-puppet --videos 200 --vae-steps 2000 --unet-steps 3000 --threads 1
 
 Stages, each writing into `--output-dir`:
-1. `data/`: a puppet dataset (`diffusers_stableanimator.puppets.write_dataset`), unless `--data` names one;
+0. a puppet face recognizer (`diffusers_stableanimator.puppet_recognizer.train_recognizer`, CosFace over puppets
+   of its own seed stream), which becomes the pipeline's `face_recognizer`;
+1. `data/`: a puppet dataset (`diffusers_stableanimator.puppets.write_dataset`) whose `face_embedding.npy` is the
+   recognizer's embedding of the face in each video's first frame, unless `--data` names one;
 2. `base/`: a tiny pipeline whose temporal VAE is trained here to reconstruct puppet clips (MSE + a small KL
    term; its `scaling_factor` is then set to 1 / the std of the latents); UNet, PoseNet and FaceEncoder are
    freshly initialised at toy sizes; the CLIP image encoder is tiny and random and stays frozen;
 3. `pipeline/`: examples/train_stableanimator.py (full training of UNet, PoseNet, FaceEncoder and ID-Adapter)
    run from `base/` on the dataset.
 
-First version (phase 1): no face recognizer yet; the dataset's face embeddings are `puppets.identity_embedding`,
-a fixed projection of each puppet's identity. Phase 2 trains a recognizer on puppet faces, uses its embeddings
-and ships it as the pipeline's `face_recognizer`.
+`report.json` records each stage's seconds, the losses, the recognizer's held-out figures and the peak memory.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SIZE = 64
-WIDTH = 32  # cross-attention / CLIP width
-ID_DIM = 512  # the ArcFace width, so that real embeddings fit too
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -39,56 +37,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=16, help="frames per generated video")
     p.add_argument("--num-frames", type=int, default=8, help="frames per training clip")
     p.add_argument("--frame-rate", type=int, default=1, help="stride between a clip's frames")
-    p.add_argument("--vae-steps", type=int, default=2000)
-    p.add_argument("--vae-num-frames", type=int, default=None, help="frames per VAE training clip (default: --num-frames)")
+    p.add_argument("--recognizer-steps", type=int, default=200)
+    p.add_argument("--recognizer-identities", type=int, default=200)
+    p.add_argument("--recognizer-held-out", type=int, default=50, help="unseen puppets the recognizer is measured on")
+    p.add_argument("--vae-steps", type=int, default=5000)
+    p.add_argument("--vae-num-frames", type=int, default=2,
+                   help="frames per VAE training clip (default 2: a step costs about its frames, and the VAE needs many steps more than long clips)")
     p.add_argument("--vae-learning-rate", type=float, default=1e-3)
     p.add_argument("--vae-kl-weight", type=float, default=1e-6)
-    p.add_argument("--unet-steps", type=int, default=3000)
-    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--unet-steps", type=int, default=5000)
+    p.add_argument("--learning-rate", type=float, default=3e-4)
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice); on CPUs shared with other work 1 can be many times faster")
     p.add_argument("--checkpointing-steps", type=int, default=1000)
+    p.add_argument("--ship", action="store_true",
+                   help="copy the trained pipeline into the package (src/diffusers_stableanimator/weights/, fp16) as tiny-puppet")
     return p.parse_args(argv)
-
-
-def tiny_components(seed: int) -> dict:
-    """The untrained tiny components (64x64 frames, 8x8 latents). Zero-initialised outputs (PoseNet's and the
-    FaceEncoder's projections) stay zero, as in the real recipe: training opens them."""
-    import torch
-    from diffusers import AutoencoderKLTemporalDecoder
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from diffusers_stableanimator import FaceEncoder, PoseNet, StableAnimatorUNetModel
-    from diffusers_stableanimator.testing import svd_xt_scheduler
-
-    torch.manual_seed(seed)
-    return {
-        "unet": StableAnimatorUNetModel(
-            block_out_channels=(32, 64), layers_per_block=1,
-            down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-            up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-            cross_attention_dim=WIDTH, num_attention_heads=(2, 4), addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=24, num_frames=8,
-        ),
-        "vae": AutoencoderKLTemporalDecoder(block_out_channels=(32, 32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 4,
-                                            latent_channels=4, layers_per_block=1, sample_size=SIZE),
-        "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(
-            hidden_size=32, projection_dim=WIDTH, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-            intermediate_size=37, patch_size=4)),
-        "feature_extractor": CLIPImageProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32}),
-        "pose_net": PoseNet(block_out_channels=(8, 8, 16, 16), out_channels=32),
-        "face_encoder": FaceEncoder(id_embeddings_dim=ID_DIM, clip_embeddings_dim=WIDTH, cross_attention_dim=WIDTH,
-                                    num_tokens=4, depth=2, dim_head=8, heads=4, ff_mult=2),
-        "scheduler": svd_xt_scheduler(),
-        "face_recognizer": None,
-    }
 
 
 def train_vae(vae, data, args) -> dict:
     """Reconstruction training of the temporal VAE on puppet clips; returns figures for the report."""
     import torch
+
+    from diffusers_stableanimator.tiny_puppet import SIZE
 
     from diffusers_stableanimator.training import StableAnimatorVideoDataset
 
@@ -149,7 +122,10 @@ def run(args: argparse.Namespace) -> dict:
     from diffusers_stableanimator import StableAnimatorPipeline
     from diffusers_stableanimator.errors import StableAnimatorError
     from diffusers_stableanimator.outputs import StagedOutputs, atomic_file
+    from diffusers_stableanimator.puppet_recognizer import (evaluate_recognizer, held_out_identity_seeds,
+                                                            reference_face_embedder, train_recognizer)
     from diffusers_stableanimator.puppets import write_dataset
+    from diffusers_stableanimator.tiny_puppet import SIZE, untrained_components
 
     out = Path(args.output_dir)
     if out.exists() and any(out.iterdir()):
@@ -157,15 +133,25 @@ def run(args: argparse.Namespace) -> dict:
     started = time.time()
     report = {"args": vars(args)}
 
+    # 0. The puppet face recognizer
+    recognizer, figures = train_recognizer(args.seed, identities=args.recognizer_identities, steps=args.recognizer_steps)
+    report.update(figures)
+    report["recognizer_held_out"] = evaluate_recognizer(recognizer, held_out_identity_seeds(args.recognizer_held_out))
+    print(f"recognizer on {args.recognizer_held_out} held-out puppets: {report['recognizer_held_out']}", flush=True)
+
     # 1. Data
+    t = time.time()
     data = Path(args.data) if args.data else None
     if data is None:
-        write_dataset(out / "data", args.videos, seed=args.seed, num_frames=args.frames, width=SIZE, height=SIZE)
+        write_dataset(out / "data", args.videos, seed=args.seed, num_frames=args.frames, width=SIZE, height=SIZE,
+                      face_embedder=reference_face_embedder(recognizer))
         data = out / "data" / "videos.txt"
+    report["data_seconds"] = round(time.time() - t, 1)
     report["data"] = str(data)
 
-    # 2. The base pipeline with a trained VAE
-    components = tiny_components(args.seed)
+    # 2. The base pipeline with a trained VAE and the recognizer
+    components = untrained_components(args.seed)
+    components["face_recognizer"] = recognizer
     t = time.time()
     report.update(train_vae(components["vae"], data, args))
     report["vae_seconds"] = round(time.time() - t, 1)
@@ -189,6 +175,11 @@ def run(args: argparse.Namespace) -> dict:
                    "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                    "torch_threads": torch.get_num_threads()})
     atomic_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
+    if args.ship:
+        from diffusers_stableanimator.tiny_puppet import WEIGHTS, ship
+
+        ship(out / "pipeline")
+        print(f"shipped the weights to {WEIGHTS}")
     print(json.dumps({k: v for k, v in report.items() if k != "args"}))
     return report
 

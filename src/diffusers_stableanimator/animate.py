@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .animator import SUPPORTED_SIZES, TINY_RANDOM, TINY_SIZES, choose_resolution  # noqa: F401  (re-exported)
+from .animator import SUPPORTED_SIZES, TINY_MODELS, TINY_PUPPET, TINY_RANDOM, TINY_SIZES, choose_resolution  # noqa: F401  (re-exported)
 from .errors import StableAnimatorError
 
 REQUIRED_COMPONENTS = ("vae", "image_encoder", "feature_extractor", "unet", "pose_net", "face_encoder", "scheduler")
@@ -58,16 +58,16 @@ def looks_like_a_path(model: str) -> bool:
 
 def check_model(model: str) -> None:
     """Before any work: a local folder must be a complete pipeline; a path that does not exist is not a Hub id."""
-    if model == TINY_RANDOM:
+    if model in TINY_MODELS:
         return
     if Path(model).expanduser().exists():
         check_pipeline_folder(Path(model).expanduser())
     elif looks_like_a_path(model):
-        raise AnimateError(f"--model {model}: no such folder. Give a converted pipeline folder, a Hub repo id (owner/name) or '{TINY_RANDOM}'.")
+        raise AnimateError(f"--model {model}: no such folder. Give a converted pipeline folder, a Hub repo id (owner/name), '{TINY_PUPPET}' or '{TINY_RANDOM}'.")
 
 
 def resolve_size(args, reference_size: tuple[int, int]) -> tuple[int, int]:
-    supported = TINY_SIZES if args.model == TINY_RANDOM else SUPPORTED_SIZES
+    supported = TINY_SIZES if args.model in TINY_MODELS else SUPPORTED_SIZES
     if args.width or args.height:
         if not (args.width and args.height):
             raise AnimateError("Give both --width and --height, or neither (then the size is chosen from the reference).")
@@ -110,7 +110,7 @@ def check_outputs(args) -> None:
     outputs = output_paths(args)
     inputs = {"--image": args.image, "--video": args.video, "--poses": args.poses, "--face-models": args.face_models,
               "--det-model": args.det_model, "--pose-model": args.pose_model}
-    if args.model != TINY_RANDOM and Path(args.model).expanduser().exists():
+    if args.model not in TINY_MODELS and Path(args.model).expanduser().exists():
         inputs["--model"] = args.model
     check_not_inputs(outputs, inputs)
     for name, path in outputs.items():
@@ -147,7 +147,7 @@ def check_sources(args) -> None:
 
 # ------------------------------------------------------------------------------------------------ command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help=f"pipeline folder or Hub repo id, or '{TINY_RANDOM}' to check an install")
+    parser.add_argument("--model", required=True, help=f"pipeline folder or Hub repo id; '{TINY_PUPPET}': the shipped toy model trained on synthetic puppets; '{TINY_RANDOM}': random weights, to check an install")
     parser.add_argument("--image", required=True, help="reference photo")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", help="driving video (mp4/mov/webm) or folder of driving frames")

@@ -27,8 +27,10 @@ import PIL.Image
 from .errors import StableAnimatorError
 
 TINY_RANDOM = "tiny-random"
+TINY_PUPPET = "tiny-puppet"  # the shipped model trained on synthetic puppets (tiny_puppet.py)
+TINY_MODELS = (TINY_RANDOM, TINY_PUPPET)  # built-in 64-pixel models, named instead of a folder or repo id
 SUPPORTED_SIZES = [(512, 512), (576, 1024)]  # (width, height) the released weights are trained at
-TINY_SIZES = [(64, 64), (64, 128)]  # the tiny random model's stand-ins, same aspect-ratio logic
+TINY_SIZES = [(64, 64), (64, 128)]  # the tiny models' stand-ins, same aspect-ratio logic (tiny-puppet: trained at 64x64)
 DEFAULT_FPS = 8.0  # when neither the caller nor the driving video says
 POSE_FOLDER_FILES = ("keypoints.npz", "reference_keypoints.npz", "face_boxes.json")  # beside the frame_<i>.png
 
@@ -207,7 +209,7 @@ class Animator:
             from .preprocessing.face_analysis import FaceAnalyzer
 
             analyzer = FaceAnalyzer(face_models, device=device)
-        return cls(pipe, analyzer, det_model, pose_model, torch_device, memory, TINY_SIZES if model == TINY_RANDOM else SUPPORTED_SIZES, say)
+        return cls(pipe, analyzer, det_model, pose_model, torch_device, memory, TINY_SIZES if model in TINY_MODELS else SUPPORTED_SIZES, say)
 
     @classmethod
     def load_for_command(cls, args, face_analyzer=None, device=None) -> Animator:
@@ -216,7 +218,7 @@ class Animator:
 
         device = device or resolve_device(args.device)
         pipe = load_pipeline(args.model, resolve_dtype(args.dtype, device), option="--model")
-        sizes = TINY_SIZES if args.model == TINY_RANDOM else SUPPORTED_SIZES
+        sizes = TINY_SIZES if args.model in TINY_MODELS else SUPPORTED_SIZES
         return cls(pipe, face_analyzer, args.det_model, args.pose_model, device, args.memory, sizes)
 
     @property
@@ -347,7 +349,7 @@ class Animator:
 
 
 def load_pipeline(model: str, dtype, say: Callable[[str], Any] = print, option: str = "model"):
-    """A converted pipeline folder or Hub repo id (or `"tiny-random"`), with one-line errors for the usual failures."""
+    """A converted pipeline folder or Hub repo id (or `"tiny-random"`, `"tiny-puppet"`), with one-line errors for the usual failures."""
     import torch
 
     from .memory_presets import cast_pipeline
@@ -359,6 +361,13 @@ def load_pipeline(model: str, dtype, say: Callable[[str], Any] = print, option: 
         pipe = tiny_random_pipeline()
         pipe.set_progress_bar_config(disable=None)  # a progress bar on terminals (the test builder turns it off)
         return pipe if dtype == torch.float32 else cast_pipeline(pipe, dtype)
+    if model == TINY_PUPPET:
+        from .tiny_puppet import load_tiny_puppet
+
+        say("Using the tiny puppet model: trained on synthetic 64x64 puppets only (docs/puppets.md); real people come out as puppets.")
+        pipe = load_tiny_puppet(dtype)
+        pipe.set_progress_bar_config(disable=None)
+        return pipe
     local = Path(model).expanduser()
     try:
         return StableAnimatorPipeline.from_pretrained(str(local) if local.exists() else model, dtype=dtype)

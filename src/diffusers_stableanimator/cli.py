@@ -22,7 +22,7 @@ from .errors import StableAnimatorError
 
 # name -> (module, one-line help)
 SUBCOMMANDS = {
-    "smoke": ("diffusers_stableanimator.testing", "run the tiny random pipeline on CPU to check an install"),
+    "smoke": ("diffusers_stableanimator.testing", "animate a puppet with the shipped tiny model on CPU to check an install"),
     "convert": ("diffusers_stableanimator.conversion", "official .pth checkpoints -> diffusers pipeline folder"),
     "animate": ("diffusers_stableanimator.animate", "reference photo + driving video (or pose folder) -> mp4"),
     "animate-batch": ("diffusers_stableanimator.animate_batch", "many animate jobs from a .jsonl file, spread over GPUs with accelerate"),

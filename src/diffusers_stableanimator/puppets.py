@@ -18,9 +18,9 @@ and forearms, head (a disc with a pattern, eyes and a mouth). Every pixel of a p
 colour for that part, unless a later part covers it.
 
 `write_dataset` writes puppet videos in the training layout of `prepare-dataset` (`<name>/images`, `poses`,
-`faces`, `face_embedding.npy` and `videos.txt`). The face embedding is, for now, a fixed random projection of
-the identity's parameters (`identity_embedding`): it is the same for all videos of one puppet and differs between
-puppets. Phase 2 of issue 14 replaces it with the embedding of a recognizer trained on puppet faces.
+`faces`, `face_embedding.npy` and `videos.txt`). The training recipe stores the embedding of a recognizer trained
+on puppet faces (`puppet_recognizer`), given as `face_embedder`; without one the face embedding is a fixed random
+projection of the identity's parameters (`identity_embedding`), the same for all videos of one puppet.
 """
 
 from __future__ import annotations
@@ -365,21 +365,27 @@ def video_name(index: int) -> str:
     return f"puppet_{index:05d}"
 
 
-def write_video(video: PuppetVideo, folder: Path) -> None:
-    """Write one video's `images/`, `poses/`, `faces/` and `face_embedding.npy` into an (empty) `folder`."""
+def write_video(video: PuppetVideo, folder: Path, face_embedder=None) -> None:
+    """Write one video's `images/`, `poses/`, `faces/` and `face_embedding.npy` into an (empty) `folder`.
+
+    `face_embedder(video)` gives the (512,) face embedding (default: `identity_embedding` of the identity)."""
     from PIL import Image
 
     for sub, pictures in (("images", video.frames), ("poses", video.pose_images), ("faces", video.face_masks)):
         (folder / sub).mkdir(parents=True)
         for i, picture in enumerate(pictures):
             Image.fromarray(picture).save(folder / sub / f"frame_{i}.png")
-    np.save(folder / "face_embedding.npy", identity_embedding(video.identity))
+    embedding = identity_embedding(video.identity) if face_embedder is None else face_embedder(video)
+    np.save(folder / "face_embedding.npy", np.asarray(embedding, dtype=np.float32))
 
 
 def write_dataset(out: str | os.PathLike, num_videos: int, seed: int = 0, num_frames: int = 16, width: int = 64,
-                  height: int = 64, videos_per_puppet: int = 1, overwrite: bool = False) -> list[Path]:
+                  height: int = 64, videos_per_puppet: int = 1, overwrite: bool = False, face_embedder=None) -> list[Path]:
     """Write `num_videos` puppet videos into `out` in the training layout, with `videos.txt` listing them.
 
+    `face_embedder(video) -> (512,)` computes each video's `face_embedding.npy`; the recipe passes the puppet
+    recognizer's embedding of the face in the video's first frame (`puppet_recognizer.reference_face_embedder`).
+    Without it, `identity_embedding` stands in.
     The whole dataset is staged and moved into place at the end (`StagedOutputs`); an existing `out` is replaced
     only with `overwrite` and only if it holds nothing but an earlier puppet dataset."""
     from .outputs import StagedOutputs, check_writable
@@ -400,7 +406,7 @@ def write_dataset(out: str | os.PathLike, num_videos: int, seed: int = 0, num_fr
         for index in range(num_videos):
             identity_seed, motion_seed = video_seeds(seed, index, videos_per_puppet)
             video = render_video(identity_seed, motion_seed, num_frames, width, height)
-            write_video(video, staging / video_name(index))
+            write_video(video, staging / video_name(index), face_embedder)
             names.append(video_name(index))
         (staging / "videos.txt").write_text("".join(f"{name}\n" for name in names))
     return [out / name for name in names]

@@ -1,0 +1,143 @@
+"""The shipped tiny puppet model (issue 14): it loads as package data, really animates held-out puppets, and the
+smoke command runs it. Thresholds come from measured values (in each comment) with a margin; the held-out
+puppets and motions (`puppet_evaluation.held_out_case`) were never used in training.
+
+Measured on the shipped weights, 10 denoising steps, 8 frames, generation seed 0 (docs/puppets.md has 6 cases x 2
+seeds): the values are in each test's comment.
+"""
+
+import fnmatch
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffusers_stableanimator import puppet_evaluation as E
+from diffusers_stableanimator.cli import main
+from diffusers_stableanimator.models import ArcFaceIResNet
+from diffusers_stableanimator.pipeline_stableanimator import StableAnimatorPipeline
+from diffusers_stableanimator.puppet_recognizer import CONFIG, evaluate_recognizer, held_out_identity_seeds
+from diffusers_stableanimator.tiny_puppet import EXAMPLE, WEIGHTS, load_example, load_tiny_puppet, untrained_components
+
+CASES = (0, 1)  # held-out puppets measured here (case 0 is the smoke example)
+POSE_ERROR_PX, PARTS_MISSING, CSIM_GAIN = 11.0, 0.4, 0.03  # measured 8.8 px, 0.225, +0.11 (see the tests)
+STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_tiny_puppet()
+
+
+@pytest.fixture(scope="module")
+def measured(pipe):
+    """Figures of the trained model, the untrained one and repeating the reference, per case."""
+    untrained = StableAnimatorPipeline(**{**untrained_components(0), "face_recognizer": pipe.face_recognizer})
+    untrained.set_progress_bar_config(disable=True)
+    figures = {"trained": [], "untrained": [], "repeat": [], "truth": []}
+    frames = {}
+    for index in CASES:
+        case = E.held_out_case(index, 8, recognizer=pipe.face_recognizer)
+        frames[index] = E.generate(pipe, case, STEPS, seed=0)
+        figures["trained"].append(E.evaluate(frames[index], case, pipe.face_recognizer))
+        figures["untrained"].append(E.evaluate(E.generate(untrained, case, STEPS, seed=0), case, pipe.face_recognizer))
+        figures["repeat"].append(E.evaluate(E.repeat_reference(case), case, pipe.face_recognizer))
+        figures["truth"].append(E.evaluate(case.truth, case, pipe.face_recognizer))
+    return {name: E.mean_figures(values) for name, values in figures.items()}, frames
+
+
+def test_shipped_weights_are_package_data():
+    # Every shipped file matches a setup.cfg package_data pattern, so a non-editable install carries it.
+    # Read as setuptools reads it (a multi-line value once broke every pattern, model cards included).
+    from setuptools.config.setupcfg import read_configuration
+
+    config = read_configuration(Path(__file__).resolve().parents[1] / "setup.cfg")
+    patterns = config["options"]["package_data"]["diffusers_stableanimator"]
+    package = WEIGHTS.parent.parent
+    shipped = [p for folder in (WEIGHTS, EXAMPLE) for p in folder.rglob("*") if p.is_file()]
+    assert any(p.name == "model_index.json" for p in shipped) and any(p.suffix == ".safetensors" for p in shipped)
+    for path in shipped:
+        relative = path.relative_to(package).as_posix()
+        # fnmatch's * crosses "/", setuptools' does not: compare segment counts too
+        assert any(fnmatch.fnmatch(relative, p) and relative.count("/") == p.count("/") for p in patterns), relative
+    assert sum(p.stat().st_size for p in shipped) < 12 * 2**20  # a few MB
+
+
+def test_shipped_pipeline_has_the_puppet_recognizer(pipe):
+    assert isinstance(pipe.face_recognizer, ArcFaceIResNet)
+    assert {k: tuple(v) if isinstance(v, list) else v for k, v in pipe.face_recognizer.config.items() if k in CONFIG} == CONFIG
+    assert pipe.vae_scale_factor == 4 and pipe.unet.dtype == torch.float32  # fp16 files, loaded as float32
+
+
+def test_recognizer_tells_held_out_puppets_apart(pipe):
+    # Measured by the recipe on 50 unseen puppets: identification 1.00, cosine same 0.921, different 0.025 (gap 0.896).
+    figures = evaluate_recognizer(pipe.face_recognizer, held_out_identity_seeds(20))
+    assert figures["identification_accuracy"] >= 0.9
+    assert figures["cosine_gap"] >= 0.7
+
+
+def test_trained_model_beats_the_untrained_one(measured):
+    # Measured (mean of cases 0, 1): trained L1 0.0072, PSNR 28.20, PSNR* 15.96, SSIM 0.543; untrained 0.0119, 27.76,
+    # 12.78, 0.188; repeating the reference 0.0027, 35.90, 17.63, 0.684.
+    # Not asserted because it does not hold: the trained model does NOT beat repeating the reference frame (6 cases,
+    # 2 seeds: L1 0.0077 vs 0.0026, PSNR 28.1 vs 35.8, SSIM 0.56 vs 0.70); even the VAE's reconstruction of the
+    # ground truth loses on L1 and PSNR (0.0057, 28.4). See docs/puppets.md.
+    figures, _ = measured
+    trained, untrained = figures["trained"], figures["untrained"]
+    assert trained["l1"] < untrained["l1"]
+    assert trained["psnr"] > untrained["psnr"] and trained["psnr_star"] > untrained["psnr_star"] + 0.5
+    assert trained["ssim"] > untrained["ssim"] + 0.15
+
+
+def test_trained_model_draws_the_puppets_parts_near_the_poses(measured):
+    # Measured (mean of cases 0, 1): trained 8.8 px with 22.5% of parts missing; untrained 12.8 px, 55%; repeating
+    # the reference 4.5 px, 0%; the ground truth 2.4 px.
+    # The ground truth itself scores about 3 px (parts occlude one another), repeating the reference about 4.3 px:
+    # the trained model places the parts' colours, but does not follow the poses better than a still reference.
+    figures, _ = measured
+    trained, untrained = figures["trained"], figures["untrained"]
+    assert trained["pose_error_px"] < POSE_ERROR_PX and trained["pose_error_px"] < untrained["pose_error_px"]
+    assert trained["parts_missing"] < PARTS_MISSING
+
+
+def test_face_optimization_raises_puppet_csim(pipe, measured):
+    # Measured (6 cases x 2 seeds): CSIM 0.087 off -> 0.222 on, raised in 12 of 12 runs (+0.058 to +0.229), at 4.5x
+    # the time (1.3 s -> 5.9 s per 8-frame video). Here case 0, seed 0: 0.341 -> 0.450.
+    case = E.held_out_case(0, 8, recognizer=pipe.face_recognizer)
+    off = E.csim(pipe.face_recognizer, measured[1][0], case)
+    on = E.csim(pipe.face_recognizer, E.generate(pipe, case, STEPS, seed=0, face_optimization=True), case)
+    assert on > off + CSIM_GAIN
+
+
+def test_smoke_animates_the_example_puppet(tmp_path, capsys):
+    out = tmp_path / "smoke.gif"
+    assert main(["smoke", "--frames", "2", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Checking the install: the tiny puppet model") and "never saw along 2 poses" in lines[0]
+    assert "tiny puppet StableAnimator pipeline: 2 frames of 64x64" in lines[1]
+    from PIL import Image
+
+    gif = Image.open(out)
+    assert gif.size == (3 * 64, 64) and gif.n_frames == 2  # pose | generated | ground truth
+
+
+def test_example_is_the_held_out_case():
+    # The shipped example pictures are exactly held-out case 0 (so smoke shows a puppet never trained on).
+    example = load_example(16)
+    case = E.held_out_case(0, 16)
+    assert np.array_equal(np.asarray(example["reference"]), case.video.frames[0])
+    assert all(np.array_equal(np.asarray(p), q) for p, q in zip(example["poses"], case.video.pose_images[case.start:]))
+    assert example["face_boxes"] == case.face_boxes and example["reference_face_box"] == case.reference_face_box
+
+
+def test_animate_loads_tiny_puppet_by_name():
+    from diffusers_stableanimator.animate import check_model
+    from diffusers_stableanimator.animator import TINY_PUPPET, load_pipeline
+
+    check_model(TINY_PUPPET)  # a name, not a folder: no error
+    said = []
+    pipe = load_pipeline(TINY_PUPPET, torch.float32, say=said.append)
+    assert isinstance(pipe.face_recognizer, ArcFaceIResNet) and "tiny puppet model" in said[0]
+    half = load_pipeline(TINY_PUPPET, torch.bfloat16, say=said.append)
+    assert half.unet.dtype == torch.bfloat16
