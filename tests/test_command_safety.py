@@ -307,7 +307,9 @@ def test_an_interrupted_run_says_so_in_one_line_and_leaves_the_old_outputs(job, 
     command = [sys.executable, "-c", "import sys; from diffusers_stableanimator.cli import main; sys.exit(main())",
                "animate", "--model", "tiny-random", "--image", "ref.png", "--poses", "poses", "--out", "out.mp4",
                "--frames-dir", "frames", "--gif", "--allow-no-face", "--overwrite", "--steps", "500", "--tile-size", "4", "--tile-overlap", "1"]
-    process = subprocess.Popen(command, cwd=job, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child, as in a terminal: a shell starts background jobs (`cmd &`) with it ignored.
+    process = subprocess.Popen(command, cwd=job, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in process.stdout:  # printed after the checks, just before the model is built and run
         if line.startswith("Using the tiny random model"):
             break
