@@ -1,10 +1,12 @@
-"""What differs between the transformers and diffusers versions setup.cfg allows (.ci/oldest-versions checks the
-oldest against folders saved with the newest)."""
+"""What differs between the transformers and diffusers versions setup.cfg allows (.ci/oldest-versions runs the
+tests in the oldest, and loads there a folder saved with the newest). Registering our UNet's LoRA scale function
+with diffusers 0.33 is in `_diffusers_registry`."""
 
 from __future__ import annotations
 
 import diffusers
 import transformers
+from diffusers.loaders.lora_base import LoraBaseMixin
 from packaging import version
 
 # `from_pretrained(dtype=...)` replaced `torch_dtype=` in transformers 4.56 and diffusers 0.40; older versions
@@ -18,3 +20,8 @@ def dtype_argument(cls: type, dtype) -> dict:
     `{"dtype": dtype}` or `{"torch_dtype": dtype}`."""
     new = _TRANSFORMERS_TAKES_DTYPE if cls.__module__.startswith("transformers") else _DIFFUSERS_TAKES_DTYPE
     return {"dtype" if new else "torch_dtype": dtype}
+
+
+# LoRA adapter metadata (rank, alpha and targets saved with the weights) came after diffusers 0.33: older versions
+# neither save, return nor take it.
+DIFFUSERS_LORA_METADATA = hasattr(LoraBaseMixin, "_save_lora_weights")

@@ -20,11 +20,9 @@ from diffusers.loaders.lora_base import LoraBaseMixin
 from diffusers.loaders.lora_pipeline import StableDiffusionLoraLoaderMixin
 from diffusers.utils import logging
 
-logger = logging.get_logger(__name__)
+from ._library_versions import DIFFUSERS_LORA_METADATA
 
-# LoRA adapter metadata (rank, alpha, targets saved with the weights) came after diffusers 0.33, the oldest setup.cfg
-# allows: older versions neither save, return nor take it (.ci/oldest-versions runs the suite there).
-_LORA_METADATA = hasattr(LoraBaseMixin, "_save_lora_weights")
+logger = logging.get_logger(__name__)
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 ID_ADAPTER_WEIGHT_NAME = "id_adapter.safetensors"  # UNet parameters `*.processor.id_to_k/id_to_v.*`
@@ -55,7 +53,7 @@ class StableAnimatorLoraLoaderMixin(LoraBaseMixin):
         low_cpu_mem_usage = kwargs.pop("low_cpu_mem_usage", False)
         if isinstance(pretrained_model_name_or_path_or_dict, dict):
             pretrained_model_name_or_path_or_dict = pretrained_model_name_or_path_or_dict.copy()
-        if _LORA_METADATA:
+        if DIFFUSERS_LORA_METADATA:
             state_dict, network_alphas, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, return_lora_metadata=True, **kwargs)
         else:
             (state_dict, network_alphas), metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, **kwargs), None
@@ -70,7 +68,7 @@ class StableAnimatorLoraLoaderMixin(LoraBaseMixin):
             prefix=self.unet_name,
             network_alphas=network_alphas,
             adapter_name=adapter_name,
-            **({"metadata": metadata} if _LORA_METADATA else {}),
+            **({"metadata": metadata} if DIFFUSERS_LORA_METADATA else {}),
             _pipeline=self,
             low_cpu_mem_usage=low_cpu_mem_usage,
             hotswap=hotswap,
@@ -92,7 +90,7 @@ class StableAnimatorLoraLoaderMixin(LoraBaseMixin):
             raise ValueError("`unet_lora_layers` is empty: nothing to save.")
         options = dict(save_directory=save_directory, is_main_process=is_main_process, weight_name=weight_name,
                        save_function=save_function, safe_serialization=safe_serialization)
-        if not _LORA_METADATA:
+        if not DIFFUSERS_LORA_METADATA:
             return cls.write_lora_layers(state_dict=cls.pack_weights(unet_lora_layers, cls.unet_name), **options)
         cls._save_lora_weights(lora_layers={cls.unet_name: unet_lora_layers}, lora_metadata={cls.unet_name: unet_lora_adapter_metadata}, **options)
 
