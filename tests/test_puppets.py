@@ -187,9 +187,31 @@ def test_script_writes_the_training_layout(dataset_dir):
             files = sorted((folder / sub).iterdir(), key=lambda p: int(p.stem.split("_")[1]))
             assert [f.name for f in files] == [f"frame_{i}.png" for i in range(10)]
             assert all(np.array_equal(np.asarray(Image.open(f)), picture) for f, picture in zip(files, pictures))
-    embeddings = [np.load(dataset_dir / name / "face_embedding.npy") for name in names]
-    assert np.array_equal(embeddings[0], embeddings[1])  # two clips of puppet 0
-    assert not np.array_equal(embeddings[0], embeddings[2])
+    # Default: the shipped recognizer's embedding of the first frame's face, as the pipeline computes a reference
+    # embedding (face_optimization.reference_face_embedding: its own crop and resize); puppet boxes are inclusive.
+    from diffusers_stableanimator.face_optimization import reference_face_embedding
+    from diffusers_stableanimator.tiny_puppet import load_tiny_puppet
+
+    recognizer = load_tiny_puppet().face_recognizer
+    embeddings = []
+    for index, name in enumerate(names):
+        video = P.render_video(*P.video_seeds(5, index, 2), num_frames=10)
+        x1, y1, x2, y2 = video.face_boxes[0]
+        expected = reference_face_embedding(recognizer, Image.fromarray(video.frames[0]), (x1, y1, x2 + 1, y2 + 1))[0]
+        embeddings.append(np.load(dataset_dir / name / "face_embedding.npy"))
+        assert embeddings[-1].shape == (512,) and embeddings[-1].dtype == np.float32
+        np.testing.assert_allclose(embeddings[-1], expected.numpy(), rtol=1e-4, atol=1e-4)
+    # two clips of puppet 0 (other motions): close; another puppet: far
+    cosine = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    assert cosine(embeddings[0], embeddings[1]) > 0.5 > cosine(embeddings[0], embeddings[2])
+
+
+def test_script_can_write_the_fixed_identity_projection(make_dataset, tmp_path):
+    out = tmp_path / "data"
+    assert make_dataset.main(["--out", str(out), "--videos", "2", "--seed", "5", "--frames", "2", "--face-embedding", "identity"]) == 0
+    for index in range(2):
+        identity = P.Identity.from_seed(P.video_seeds(5, index)[0])
+        assert np.array_equal(np.load(out / P.video_name(index) / "face_embedding.npy"), P.identity_embedding(identity))
 
 
 def test_written_dataset_loads_for_training(dataset_dir):

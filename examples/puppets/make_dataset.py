@@ -4,6 +4,8 @@
 
 Each video folder `puppet_<i>/` holds `images/`, `poses/`, `faces/` (box masks) and `face_embedding.npy`, and
 `videos.txt` lists them: give `--train-data data/puppets/videos.txt` to examples/train_stableanimator.py.
+`face_embedding.npy` is, by default, the shipped tiny-puppet recognizer's embedding of the face in the video's first
+frame (what examples/puppets/train_tiny.py trains with, from the recognizer it trains itself).
 See `diffusers_stableanimator.puppets` for what a puppet is.
 """
 
@@ -24,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=64, help="frame width (default 64)")
     parser.add_argument("--height", type=int, default=64, help="frame height (default 64)")
     parser.add_argument("--videos-per-puppet", type=int, default=1, help="clips of each identity, each with its own motion and background")
+    parser.add_argument("--face-embedding", choices=("recognizer", "identity"), default="recognizer",
+                        help="face_embedding.npy: 'recognizer' (default): the shipped tiny-puppet recognizer's embedding of the "
+                             "face in each video's first frame; 'identity': a fixed projection of the puppet's parameters")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier puppet dataset in --out")
     return parser
 
@@ -32,9 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from diffusers_stableanimator.puppets import write_dataset
 
+    embedder = None  # write_dataset's default: puppets.identity_embedding
+    if args.face_embedding == "recognizer":
+        from diffusers_stableanimator.puppet_recognizer import reference_face_embedder
+        from diffusers_stableanimator.tiny_puppet import load_tiny_puppet
+
+        embedder = reference_face_embedder(load_tiny_puppet().face_recognizer)
     try:
         folders = write_dataset(args.out, args.videos, seed=args.seed, num_frames=args.frames, width=args.width,
-                                height=args.height, videos_per_puppet=args.videos_per_puppet, overwrite=args.overwrite)
+                                height=args.height, videos_per_puppet=args.videos_per_puppet, overwrite=args.overwrite,
+                                face_embedder=embedder)
     except StableAnimatorError as error:
         print(f"make_dataset: error: {error}", file=sys.stderr)
         return 2

@@ -69,15 +69,15 @@ class Case:
     @property
     def face_boxes(self) -> list:
         """Exclusive (x1, y1, x2, y2) boxes of the target frames, as the pipeline takes them."""
-        from .puppet_recognizer import exclusive_box
+        from .preprocessing.face_boxes import inclusive_to_exclusive
 
-        return [exclusive_box(b) for b in self.video.face_boxes[self.start:]]
+        return [inclusive_to_exclusive(b) for b in self.video.face_boxes[self.start:]]
 
     @property
     def reference_face_box(self):
-        from .puppet_recognizer import exclusive_box
+        from .preprocessing.face_boxes import inclusive_to_exclusive
 
-        return exclusive_box(self.video.face_boxes[0])
+        return inclusive_to_exclusive(self.video.face_boxes[0])
 
 
 def held_out_case(index: int, num_frames: int = 8, size: int = 64, recognizer=None) -> Case:

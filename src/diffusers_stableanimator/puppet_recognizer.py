@@ -24,17 +24,11 @@ import time
 import numpy as np
 
 from . import puppets as P
+from .preprocessing.face_boxes import inclusive_to_exclusive
 
 CONFIG = {"layers": (1, 1, 1, 1), "block_out_channels": (8, 16, 32, 32), "num_features": 512}
 SCALE, MARGIN = 16.0, 0.2  # CosFace's s and m
 FRAMES_PER_MOTION = 4  # faces kept from each rendered trajectory (frames 0, 5, 10, 15 of 16)
-
-
-def exclusive_box(box) -> tuple[int, int, int, int]:
-    """A puppet face box (inclusive pixels, `puppets.face_box`) as the pipeline's (x1, y1, x2, y2) with x2/y2
-    exclusive."""
-    x1, y1, x2, y2 = box
-    return (int(x1), int(y1), int(x2) + 1, int(y2) + 1)
 
 
 def face_crops(frames, boxes):
@@ -46,7 +40,7 @@ def face_crops(frames, boxes):
 
     crops = []
     for frame, box in zip(frames, boxes):
-        x1, y1, x2, y2 = exclusive_box(box)
+        x1, y1, x2, y2 = inclusive_to_exclusive(box)  # puppets.face_box is inclusive
         pixels = torch.from_numpy(np.ascontiguousarray(frame[y1:y2, x1:x2])).permute(2, 0, 1)[None].float()
         crops.append(_resize_face(pixels / 127.5 - 1.0))
     return torch.cat(crops)
