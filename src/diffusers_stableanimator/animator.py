@@ -25,9 +25,9 @@ import numpy as np
 import PIL.Image
 
 from .errors import StableAnimatorError
+from .testing import TINY_RANDOM  # light modules: only names are imported from them here
+from .tiny_puppet import TINY_PUPPET
 
-TINY_RANDOM = "tiny-random"
-TINY_PUPPET = "tiny-puppet"  # the shipped model trained on synthetic puppets (tiny_puppet.py)
 TINY_MODELS = (TINY_RANDOM, TINY_PUPPET)  # built-in 64-pixel models, named instead of a folder or repo id
 SUPPORTED_SIZES = [(512, 512), (576, 1024)]  # (width, height) the released weights are trained at
 TINY_SIZES = [(64, 64), (64, 128)]  # the tiny models' stand-ins, same aspect-ratio logic (tiny-puppet: trained at 64x64)

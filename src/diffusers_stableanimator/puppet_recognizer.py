@@ -69,10 +69,7 @@ def recognizer_seeds(seed: int, index: int) -> tuple[int, int]:
 def render_faces(identity_seed: int, motion_seed: int, size: int = 64, num_frames: int = 16, keep=None):
     """Frames and inclusive face boxes of one puppet trajectory (without the pose images, which faces do not
     need): `keep` selects the frames (default every 5th)."""
-    identity = P.Identity.from_seed(identity_seed)
-    motion = P.Motion.from_seed(motion_seed)
-    keypoints, scale = P.fit_to_frame(P.skeleton(motion, num_frames), size, size)
-    back = P.background(motion_seed, size, size)
+    identity, keypoints, scale, back = P.trajectory(identity_seed, motion_seed, num_frames, size, size)
     keep = range(0, num_frames, 5) if keep is None else keep
     return ([P.render_frame(identity, keypoints[t], back, scale) for t in keep],
             [P.face_box(keypoints[t], size, size, scale) for t in keep])

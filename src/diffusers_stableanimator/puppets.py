@@ -328,16 +328,20 @@ class PuppetVideo:
     keypoints: np.ndarray = field(repr=False, default=None)  # (F, 18, 2) normalised
 
 
+def trajectory(identity_seed: int, motion_seed: int, num_frames: int, width: int, height: int):
+    """What every frame of a puppet video is drawn from: the `Identity`, the keypoints fitted to the frame
+    `(F, 18, 2)`, the fit's scale and the background."""
+    keypoints, scale = fit_to_frame(skeleton(Motion.from_seed(motion_seed), num_frames), width, height)
+    return Identity.from_seed(identity_seed), keypoints, scale, background(motion_seed, width, height)
+
+
 def render_video(identity_seed: int, motion_seed: int, num_frames: int = 16, width: int = 64, height: int = 64) -> PuppetVideo:
     """The puppet of `identity_seed` moving along the trajectories of `motion_seed` over that seed's background."""
     from .preprocessing.drawing import render_pose
 
     if num_frames < 1 or width < 16 or height < 16:
         raise StableAnimatorError(f"A puppet video needs at least 1 frame and 16x16 pixels, got {num_frames} frames of {width}x{height}.")
-    identity = Identity.from_seed(identity_seed)
-    motion = Motion.from_seed(motion_seed)
-    keypoints, scale = fit_to_frame(skeleton(motion, num_frames), width, height)
-    back = background(motion_seed, width, height)
+    identity, keypoints, scale, back = trajectory(identity_seed, motion_seed, num_frames, width, height)
     poses = [pose_frame(k, width, height) for k in keypoints]
     boxes = [face_box(k, width, height, scale) for k in keypoints]
     return PuppetVideo(

@@ -170,7 +170,9 @@ def synthetic_inputs(num_frames: int, size: int = TINY_SIZE, seed: int = 0):
 
 # ---------------------------------------------------------------------------------------------- `stableanimator smoke`
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", choices=["tiny-puppet", TINY_RANDOM], default="tiny-puppet",
+    from .tiny_puppet import TINY_PUPPET
+
+    parser.add_argument("--model", choices=[TINY_PUPPET, TINY_RANDOM], default=TINY_PUPPET,
                         help="tiny-puppet (default): the shipped model trained on synthetic puppets animates a held-out "
                              "puppet; tiny-random: random weights (noise), to check the plumbing only")
     parser.add_argument("--frames", type=int, default=6, help="number of frames to generate (default 6; at most 16 for tiny-puppet)")

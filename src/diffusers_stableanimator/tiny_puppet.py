@@ -63,7 +63,6 @@ def untrained_components(seed: int = 0) -> dict:
     }
 
 
-
 def load_tiny_puppet(dtype=None):
     """The shipped trained tiny puppet pipeline (fp16 weights, cast to `dtype`, float32 by default)."""
     import torch
@@ -80,11 +79,11 @@ def load_tiny_puppet(dtype=None):
 
 def ship(pipeline_folder, weights: Path = WEIGHTS, example: Path = EXAMPLE) -> None:
     """Copy a trained pipeline into the package as fp16 safetensors (half the size; `load_tiny_puppet` casts back
-    to float32) and write the example puppet with its recognizer. Replaces earlier weights."""
-    import shutil
-
+    to float32) and write the example puppet with its recognizer. Replaces earlier weights once both are written."""
     import torch
 
+    from .memory_presets import cast_pipeline
+    from .outputs import StagedOutputs
     from .pipeline_stableanimator import StableAnimatorPipeline
 
     pipe = StableAnimatorPipeline.from_pretrained(str(pipeline_folder))
@@ -92,11 +91,9 @@ def ship(pipeline_folder, weights: Path = WEIGHTS, example: Path = EXAMPLE) -> N
         from .errors import StableAnimatorError
 
         raise StableAnimatorError(f"{pipeline_folder} has no face_recognizer; the recipe (examples/puppets/train_tiny.py) adds it.")
-    for folder in (weights, example):
-        if folder.exists():
-            shutil.rmtree(folder)
-    pipe.to(torch.float16).save_pretrained(str(weights), safe_serialization=True)
-    write_example(pipe.to(torch.float32).face_recognizer, example)
+    with StagedOutputs() as staged:  # an interrupted run keeps the old weights and example
+        cast_pipeline(pipe, torch.float16).save_pretrained(str(staged.folder(weights)), safe_serialization=True)
+        write_example(cast_pipeline(pipe, torch.float32).face_recognizer, staged.folder(example))
 
 
 def write_example(recognizer, folder: Path = EXAMPLE) -> None:
