@@ -141,3 +141,13 @@ def test_animate_loads_tiny_puppet_by_name():
     assert isinstance(pipe.face_recognizer, ArcFaceIResNet) and "tiny puppet model" in said[0]
     half = load_pipeline(TINY_PUPPET, torch.bfloat16, say=said.append)
     assert half.unet.dtype == torch.bfloat16
+
+
+def test_evaluation_script_refuses_a_folder_with_files(tmp_path):
+    from diffusers_stableanimator.errors import StableAnimatorError
+    from example_scripts import load_example as load_script
+
+    (tmp_path / "report.json").write_text("mine")
+    with pytest.raises(StableAnimatorError, match="not an empty folder"):
+        load_script("puppets/evaluate_tiny.py").main(["--out", str(tmp_path), "--cases", "1"])
+    assert (tmp_path / "report.json").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["report.json"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="folder for report.json and the pictures")
+    p.add_argument("--out", required=True, help="folder for report.json and the pictures (must be new or empty)")
     p.add_argument("--model", default=None, help="a trained pipeline folder (default: the shipped tiny-puppet weights)")
     p.add_argument("--cases", type=int, default=8, help="held-out puppets")
     p.add_argument("--frames", type=int, default=8)
@@ -54,10 +54,15 @@ def main(argv=None) -> dict:
     from diffusers_stableanimator import puppet_evaluation as E
     from diffusers_stableanimator.tiny_puppet import load_tiny_puppet, untrained_components
 
+    from diffusers_stableanimator.errors import StableAnimatorError
+    from diffusers_stableanimator.outputs import atomic_file
+
     args = parse_args(argv)
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # never write over someone's files
+        raise StableAnimatorError(f"--out {out} is not an empty folder; give a new or empty folder.")
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_tiny_puppet() if args.model is None else StableAnimatorPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -96,7 +101,7 @@ def main(argv=None) -> dict:
                                                  "max": float(np.max(gains)), "raised": int(sum(g > 0 for g in gains)), "runs": len(gains)}
     report["seconds_per_video"] = {k: v / (args.cases * args.seeds) for k, v in seconds.items() if v}
     report["settings"] = vars(args)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_file(out / "report.json", lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
     print(json.dumps(report, indent=2))
     return report
 
