@@ -10,7 +10,7 @@ from PIL import Image
 
 from diffusers_stableanimator import puppets as P
 from diffusers_stableanimator.errors import StableAnimatorError
-from diffusers_stableanimator.preprocessing.drawing import render_pose
+from diffusers_stableanimator.preprocessing.drawing import BODY_COLORS, BODY_LIMBS, LIMB_DIMMING, draw_pose_canvas, render_pose
 from diffusers_stableanimator.training.dataset import StableAnimatorVideoDataset
 
 SEEDS = [(1, 2), (3, 4), (5, 6), (7, 8)]
@@ -62,8 +62,8 @@ def _speed(name):
 def test_keypoints_move_smoothly(videos):
     # A joint is the pelvis plus a chain of links p = pelvis + sum_i L_i u(theta_i), each theta_i a sum of angles,
     # so its displacement per frame is at most |d pelvis| + sum_i L_i sum_{angles in theta_i} |d angle|,
-    # times the fit's scale. |d pelvis| <= sqrt(2) * A_pelvis * 2 pi f_max.
-    pelvis = math.sqrt(2) * P.PELVIS_AMPLITUDE * 2 * math.pi * P.MAX_FREQUENCY
+    # times the fit's scale. |d pelvis| <= |(A_x, A_y)| * 2 pi f_max.
+    pelvis = math.hypot(*P.PELVIS_AMPLITUDE) * 2 * math.pi * P.MAX_FREQUENCY
     w_t = _speed("torso")
     neck = P.TORSO * w_t
     head = neck + P.HEAD * (w_t + _speed("head"))
@@ -140,8 +140,24 @@ def test_pose_images_are_the_package_drawing_of_the_keypoints(videos):
             assert pose.num_people == 1 and (pose.width, pose.height) == (SIZE, SIZE)
             assert np.array_equal(pose.body[0], k) and (pose.body_scores == 1).all()
             assert (pose.face_scores == 0).all() and (pose.hand_scores == 0).all()
-            assert np.array_equal(image, render_pose(pose, SIZE, SIZE))
-            assert image.max() > 0
+            # The package's drawing: every lit pixel is lit on its canvas too (the area it averages over).
+            canvas = draw_pose_canvas(pose, SIZE, SIZE)
+            step = canvas.shape[0] / SIZE
+            for y, x in zip(*np.nonzero(image.max(-1))):
+                assert canvas[int(y * step):int(np.ceil((y + 1) * step)), int(x * step):int(np.ceil((x + 1) * step))].any()
+            # A continuous skeleton, unlike `render_pose` at 64 px (a few scattered pixels of quarter-pixel strokes):
+            # along every limb, a pixel within 1 px of the axis is lit in the limb's palette colour, at least
+            # half as bright as the drawing's limbs (palette x 0.6).
+            sampled = found = 0
+            for limb, (a, b) in enumerate(BODY_LIMBS[:12]):  # the body's limbs; the head's are a few pixels long
+                colour = np.array(BODY_COLORS[limb], dtype=np.float64) * LIMB_DIMMING
+                for t in np.linspace(0.2, 0.8, 4):
+                    x, y = ((1 - t) * k[a] + t * k[b]) * SIZE
+                    window = image[max(int(y) - 1, 0):int(y) + 2, max(int(x) - 1, 0):int(x) + 2].reshape(-1, 3).astype(np.float64)
+                    sampled += 1
+                    found += bool((np.abs(window - colour).max(-1) <= 0.5 * colour.max()).any())
+            assert found >= 0.9 * sampled, (found, sampled)  # crossings of two limbs may mix their colours
+            assert (render_pose(pose, SIZE, SIZE).max(-1) > 0).sum() < 0.5 * (image.max(-1) > 0).sum()
 
 
 def test_face_box_and_mask_cover_the_head(videos):

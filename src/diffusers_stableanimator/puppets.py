@@ -3,7 +3,7 @@
 A puppet is an `Identity` (the colours of its body parts and a face pattern) moving a skeleton in the
 OpenPose-18 body layout of `PoseFrame` along smooth random trajectories (`Motion`). `render_video` draws it over a
 smooth random background and returns, per frame, the RGB image, the ground-truth `PoseFrame`, the pose image
-drawn by the package's own `render_pose`, the face box and the face mask. Everything is deterministic from seeds
+drawn by the package's own skeleton drawing (`pose_image`), the face box and the face mask. Everything is deterministic from seeds
 and uses numpy and OpenCV only (no torch).
 
 The skeleton is a kinematic tree: a pelvis drifting around a base point; the torso leaning around vertical;
@@ -49,7 +49,9 @@ PELVIS = (0.5, 0.56)  # base position (x, y), normalised
 # --- motion -----------------------------------------------------------------------------------------------------
 HARMONICS = 2  # sinusoids per angle
 MIN_FREQUENCY, MAX_FREQUENCY = 0.015, 0.05  # cycles per frame
-PELVIS_AMPLITUDE = 0.04  # frame short sides, per axis
+# Frame short sides, per axis (x, y): the puppet walks to and fro across the frame, so that a frame half a clip
+# away differs from the reference by more than a few limbs, and following the pose matters more than copying.
+PELVIS_AMPLITUDE = (0.15, 0.03)
 # Angle names, their base values (radians; 0 = straight down along the torso for limbs) and amplitude budgets.
 # Torso lean and head turn are measured from vertical; limb angles from the torso's downward direction,
 # positive = towards the person's own side (away from the body); the second joint bends relative to the first.
@@ -141,7 +143,7 @@ class Motion:
             return (weights * budget, rng.uniform(MIN_FREQUENCY, MAX_FREQUENCY, HARMONICS), rng.uniform(0, 2 * math.pi, HARMONICS))
 
         angles = {name: sinusoids(budget) for name, (_, budget) in ANGLES.items()}
-        return cls(angles=angles, pelvis=(sinusoids(PELVIS_AMPLITUDE), sinusoids(PELVIS_AMPLITUDE)))
+        return cls(angles=angles, pelvis=tuple(sinusoids(amplitude) for amplitude in PELVIS_AMPLITUDE))
 
     @staticmethod
     def _value(sinusoids, t: np.ndarray) -> np.ndarray:
@@ -233,6 +235,24 @@ def pose_frame(keypoints: np.ndarray, width: int, height: int) -> PoseFrame:
     return PoseFrame(keypoints[None], np.ones((1, 18)), z((1, 68, 2)), z((1, 68)), z((2, 21, 2)), z((2, 21)), width, height)
 
 
+def pose_image(pose: PoseFrame, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) uint8: the package's skeleton drawing (`draw_pose_canvas`, short side 2160) reduced to the frame
+    by area averaging and brightened so that a stroke keeps about its drawn colour.
+
+    At 64 px a stroke of the 2160-px canvas is a quarter of a pixel wide: `render_pose` (point-sampling resizes, as
+    the official code does at 512 px and more) keeps about 30 scattered pixels of it, too little skeleton to
+    follow. Averaging keeps every stroke as a faint continuous line, and the gain (canvas pixels per frame pixel
+    over the stroke width) restores its brightness."""
+    import cv2
+
+    from .preprocessing.drawing import STICK_WIDTH, draw_pose_canvas
+
+    canvas = draw_pose_canvas(pose, width, height)
+    gain = max(1.0, canvas.shape[0] / height / (2 * STICK_WIDTH))
+    image = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) * gain
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
 def _pixel(point: np.ndarray, width: int, height: int) -> tuple[int, int]:
     return (int(round(point[0] * width)), int(round(point[1] * height)))
 
@@ -321,7 +341,7 @@ class PuppetVideo:
     identity: Identity
     frames: list  # (H, W, 3) uint8 RGB
     poses: list  # PoseFrame per frame (normalised, size W x H)
-    pose_images: list  # (H, W, 3) uint8: render_pose of each PoseFrame
+    pose_images: list  # (H, W, 3) uint8: `pose_image` of each PoseFrame
     face_boxes: list  # (x1, y1, x2, y2) inclusive pixels per frame
     face_masks: list  # (H, W) uint8 per frame
     scale: float  # the fit's scale (1 = the skeleton's nominal size)
@@ -337,8 +357,6 @@ def trajectory(identity_seed: int, motion_seed: int, num_frames: int, width: int
 
 def render_video(identity_seed: int, motion_seed: int, num_frames: int = 16, width: int = 64, height: int = 64) -> PuppetVideo:
     """The puppet of `identity_seed` moving along the trajectories of `motion_seed` over that seed's background."""
-    from .preprocessing.drawing import render_pose
-
     if num_frames < 1 or width < 16 or height < 16:
         raise StableAnimatorError(f"A puppet video needs at least 1 frame and 16x16 pixels, got {num_frames} frames of {width}x{height}.")
     identity, keypoints, scale, back = trajectory(identity_seed, motion_seed, num_frames, width, height)
@@ -348,7 +366,7 @@ def render_video(identity_seed: int, motion_seed: int, num_frames: int = 16, wid
         identity=identity,
         frames=[render_frame(identity, k, back, scale) for k in keypoints],
         poses=poses,
-        pose_images=[render_pose(pose, width, height) for pose in poses],
+        pose_images=[pose_image(pose, width, height) for pose in poses],
         face_boxes=boxes,
         face_masks=[face_mask(box, width, height) for box in boxes],
         scale=scale,
