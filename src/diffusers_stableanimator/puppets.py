@@ -13,8 +13,8 @@ amplitudes add up to at most the angle's amplitude budget and whose frequencies 
 cycles per frame, so an angle moves at most `budget * 2 * pi * MAX_FREQUENCY` radians per frame. One affine
 (scale <= 1 and shift) per video then fits the whole trajectory inside the frame with a margin.
 
-A `Style` changes how every frame of a video is drawn (`THICK_LIMBS`: arms and legs twice as thick), for fine-tuning
-on a look the shipped model never saw; the default `Style()` is the look it was trained on.
+A `Style` changes how every frame of a video is drawn (`THICK_PASTEL`: arms and legs twice as thick, body parts
+pale), for fine-tuning on a look the shipped model never saw; the default `Style()` is the look it was trained on.
 
 Body parts are drawn without anti-aliasing in this order: background, thighs and shins, torso, neck, upper arms
 and forearms, head (a disc with a pattern, eyes and a mouth). Every pixel of a part has exactly the identity's
@@ -82,11 +82,19 @@ class Style:
     """How a puppet is drawn, the same in every frame of a video. `Style()` is the look tiny-puppet was trained on."""
 
     limb_scale: float = 1.0  # arms and legs are drawn this many times LIMB_HALF_WIDTH thick (the neck is not)
+    lighten: float = 0.0  # body-part colours (PARTS) are mixed this far towards white: pastel puppets
+
+    def part_colour(self, colour) -> tuple[int, int, int]:
+        """The colour a body part of identity colour `colour` is drawn in."""
+        if not self.lighten:
+            return tuple(colour)
+        return tuple(int(c + self.lighten * (255 - c) + 0.5) for c in colour)  # halves round up
 
 
-# The style LoRA's look (examples/puppets/train_style_lora.py): 2x limbs are 9 px wide at 64 px instead of 5, which
-# survives the tiny VAE's blur, where a colour or pattern change of thin parts hardly would.
-THICK_LIMBS = Style(limb_scale=2.0)
+# The style LoRA's look (examples/puppets/train_style_lora.py): limbs 9 px wide at 64 px instead of 5, and part colours
+# halfway to white. The shipped model paints pale references vivid (it never saw saturation below 0.55), a mistake
+# that survives its blur; thickness alone left its blurry output unchanged in pilots.
+THICK_PASTEL = Style(limb_scale=2.0, lighten=0.5)
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -305,7 +313,7 @@ def render_frame(identity: Identity, keypoints: np.ndarray, back: np.ndarray, sc
     thickness = 2 * limb_half_width_px(width, height, scale) + 1  # the neck's
     limb_thickness = 2 * limb_half_width_px(width, height, scale, style.limb_scale) + 1
     p = [_pixel(point, width, height) for point in keypoints]
-    colors = identity.colors
+    colors = {part: style.part_colour(colour) for part, colour in identity.colors.items()}
     for _, a, b, part in LEG_LIMBS:
         cv2.line(image, p[a], p[b], colors[part], limb_thickness, cv2.LINE_8)
     cv2.fillConvexPoly(image, np.array([p[2], p[5], p[11], p[8]], dtype=np.int32), colors["torso"], cv2.LINE_8)
@@ -362,6 +370,12 @@ class PuppetVideo:
     face_masks: list  # (H, W) uint8 per frame
     scale: float  # the fit's scale (1 = the skeleton's nominal size)
     keypoints: np.ndarray = field(repr=False, default=None)  # (F, 18, 2) normalised
+    style: Style = Style()  # how every frame was drawn
+
+    @property
+    def part_colours(self) -> dict:
+        """Part name -> the colour its pixels have in the frames (the identity's, changed by the style)."""
+        return {part: self.style.part_colour(colour) for part, colour in self.identity.colors.items()}
 
 
 def trajectory(identity_seed: int, motion_seed: int, num_frames: int, width: int, height: int):
@@ -389,6 +403,7 @@ def render_video(identity_seed: int, motion_seed: int, num_frames: int = 16, wid
         face_masks=[face_mask(box, width, height) for box in boxes],
         scale=scale,
         keypoints=keypoints,
+        style=style,
     )
 
 
