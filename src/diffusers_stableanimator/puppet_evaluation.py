@@ -17,8 +17,7 @@ kinds of figures, each a mean over frames (and cases):
 
 For a style (`puppets.Style`, e.g. a LoRA fine-tuned on `THICK_PASTEL`), `held_out_case(style=...)` draws the
 held-out puppet in that style in every frame, and `puppet_saturation` measures how vivid a model paints the puppet
-(pastel parts are pale). Limb thickness is not measured: counting limb-coloured pixels found almost none in the
-shipped model's blurry frames (2% of the truth's, base and LoRA alike).
+(pastel parts are pale). Limb thickness is not measured: the shipped model's blur hides it (docs/puppets.md).
 
 The baselines are "repeat the reference frame" (`repeat_reference`) and the ground truth itself (its pose error
 is the measure's floor: part colours occlude one another).
@@ -121,14 +120,10 @@ def pixel_metrics(frames, truth) -> dict:
     return {name: float(np.mean([fn(f, t) for f, t in zip(frames, truth)])) for name, fn in metrics}
 
 
-def colour_mask(frame: np.ndarray, colour) -> np.ndarray:
-    """(H, W) bool: pixels within COLOUR_TOLERANCE of `colour` on every channel."""
-    return np.abs(frame.astype(np.int32) - np.array(colour, dtype=np.int32)).max(-1) <= COLOUR_TOLERANCE
-
-
 def part_position(frame: np.ndarray, colour) -> np.ndarray | None:
     """(x, y) median of the pixels within COLOUR_TOLERANCE of `colour` (pixel centres), None if too few."""
-    ys, xs = np.nonzero(colour_mask(frame, colour))
+    close = np.abs(frame.astype(np.int32) - np.array(colour, dtype=np.int32)).max(-1) <= COLOUR_TOLERANCE
+    ys, xs = np.nonzero(close)
     if len(xs) < MIN_PART_PIXELS:
         return None
     return np.array([np.median(xs), np.median(ys)], dtype=np.float64)
