@@ -18,7 +18,8 @@ from diffusers_stableanimator.cli import main
 from diffusers_stableanimator.models import ArcFaceIResNet
 from diffusers_stableanimator.pipeline_stableanimator import StableAnimatorPipeline
 from diffusers_stableanimator.puppet_recognizer import CONFIG, evaluate_recognizer, held_out_identity_seeds
-from diffusers_stableanimator.tiny_puppet import EXAMPLE, WEIGHTS, load_example, load_tiny_puppet, untrained_components
+from diffusers_stableanimator.tiny_puppet import (EXAMPLE, THICK_PASTEL_LORA, WEIGHTS, load_example, load_tiny_puppet,
+                                                 untrained_components)
 
 CASES = (0, 1)  # held-out puppets measured here (case 0 is the smoke example)
 POSE_ERROR_PX, PARTS_MISSING, CSIM_GAIN = 11.0, 0.4, 0.03  # measured 8.8 px, 0.225, +0.14 (see the tests)
@@ -55,8 +56,9 @@ def test_shipped_weights_are_package_data():
     config = read_configuration(Path(__file__).resolve().parents[1] / "setup.cfg")
     patterns = config["options"]["package_data"]["diffusers_stableanimator"]
     package = WEIGHTS.parent.parent
-    shipped = [p for folder in (WEIGHTS, EXAMPLE) for p in folder.rglob("*") if p.is_file()]
+    shipped = [p for folder in (WEIGHTS, EXAMPLE, THICK_PASTEL_LORA) for p in folder.rglob("*") if p.is_file()]
     assert any(p.name == "model_index.json" for p in shipped) and any(p.suffix == ".safetensors" for p in shipped)
+    assert any(p.parent == THICK_PASTEL_LORA for p in shipped)
     for path in shipped:
         relative = path.relative_to(package).as_posix()
         # fnmatch's * crosses "/", setuptools' does not: compare segment counts too

@@ -15,6 +15,10 @@ kinds of figures, each a mean over frames (and cases):
 * identity (`csim`): the cosine between the puppet recognizer's embedding of the reference face and of each
   frame's face box (the ground-truth box), as the paper's CSIM with ArcFace.
 
+For a style (`puppets.Style`, e.g. a LoRA fine-tuned on `THICK_PASTEL`), `held_out_case(style=...)` draws the
+held-out puppet in that style in every frame, and `puppet_saturation` measures how vivid a model paints the puppet
+(pastel parts are pale). Limb thickness is not measured: the shipped model's blur hides it (docs/puppets.md).
+
 The baselines are "repeat the reference frame" (`repeat_reference`) and the ground truth itself (its pose error
 is the measure's floor: part colours occlude one another).
 """
@@ -80,12 +84,12 @@ class Case:
         return inclusive_to_exclusive(self.video.face_boxes[0])
 
 
-def held_out_case(index: int, num_frames: int = 8, size: int = 64, recognizer=None) -> Case:
-    """Held-out puppet `index`: a video of 2 * `num_frames` frames, frame 0 the reference, the last `num_frames`
-    the targets."""
+def held_out_case(index: int, num_frames: int = 8, size: int = 64, recognizer=None, style: P.Style = P.Style()) -> Case:
+    """Held-out puppet `index`: a video of 2 * `num_frames` frames drawn in `style`, frame 0 the reference, the last
+    `num_frames` the targets."""
     from .puppet_recognizer import face_embedding
 
-    video = P.render_video(HELD_OUT_IDENTITY + index, HELD_OUT_MOTION + index, 2 * num_frames, size, size)
+    video = P.render_video(HELD_OUT_IDENTITY + index, HELD_OUT_MOTION + index, 2 * num_frames, size, size, style)
     embedding = None if recognizer is None else face_embedding(recognizer, video.frames[0], video.face_boxes[0])
     return Case(video, num_frames, embedding)
 
@@ -134,7 +138,7 @@ def part_targets(keypoints: np.ndarray, size: int) -> dict:
 def pose_errors(frames, case: Case) -> dict:
     """Mean pixel distance between each part's colour position and its target, over frames and parts found, and
     the fraction of (frame, part) pairs whose colour was missing."""
-    colours = case.video.identity.colors
+    colours = case.video.part_colours
     size = case.video.frames[0].shape[0]
     distances, missing = [], 0
     for frame, keypoints in zip(frames, case.keypoints):
@@ -146,6 +150,19 @@ def pose_errors(frames, case: Case) -> dict:
                 distances.append(float(np.linalg.norm(found - target)))
     total = len(frames) * len(PART_JOINTS)
     return {"pose_error_px": float(np.mean(distances)) if distances else float("nan"), "parts_missing": missing / total}
+
+
+def puppet_saturation(frames, case: Case) -> float:
+    """Mean HSV saturation, (max - min) / max of the RGB channels, of `frames` over the pixels where the ground truth
+    shows a body part (exactly a part's drawn colour): how vivid a model draws the puppet (pastel styles are pale)."""
+    colours = np.array(list(case.video.part_colours.values()), dtype=np.int16)
+    values = []
+    for frame, truth in zip(frames, case.truth):
+        on_puppet = (truth[:, :, None, :].astype(np.int16) == colours).all(-1).any(-1)
+        pixels = frame[on_puppet].astype(np.float64)
+        high = pixels.max(-1)
+        values.append(np.where(high > 0, (high - pixels.min(-1)) / np.maximum(high, 1), 0.0))
+    return float(np.concatenate(values).mean())
 
 
 def csim(recognizer, frames, case: Case) -> float:

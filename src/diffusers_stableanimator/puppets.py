@@ -13,6 +13,9 @@ amplitudes add up to at most the angle's amplitude budget and whose frequencies 
 cycles per frame, so an angle moves at most `budget * 2 * pi * MAX_FREQUENCY` radians per frame. One affine
 (scale <= 1 and shift) per video then fits the whole trajectory inside the frame with a margin.
 
+A `Style` changes how every frame of a video is drawn (`THICK_PASTEL`: arms and legs twice as thick, body parts
+pale), for fine-tuning on a look the shipped model never saw; the default `Style()` is the look it was trained on.
+
 Body parts are drawn without anti-aliasing in this order: background, thighs and shins, torso, neck, upper arms
 and forearms, head (a disc with a pattern, eyes and a mouth). Every pixel of a part has exactly the identity's
 colour for that part, unless a later part covers it.
@@ -72,6 +75,26 @@ PATTERNS = ("plain", "horizontal_stripes", "vertical_stripes", "dots", "diagonal
 LEG_LIMBS = (("r_thigh", 8, 9, "thigh"), ("r_shin", 9, 10, "shin"), ("l_thigh", 11, 12, "thigh"), ("l_shin", 12, 13, "shin"))
 ARM_LIMBS = (("r_upper_arm", 2, 3, "upper_arm"), ("r_forearm", 3, 4, "forearm"), ("l_upper_arm", 5, 6, "upper_arm"), ("l_forearm", 6, 7, "forearm"))
 EMBEDDING_DIM = 512
+
+
+@dataclass(frozen=True)
+class Style:
+    """How a puppet is drawn, the same in every frame of a video. `Style()` is the look tiny-puppet was trained on."""
+
+    limb_scale: float = 1.0  # arms and legs are drawn this many times LIMB_HALF_WIDTH thick (the neck is not)
+    lighten: float = 0.0  # body-part colours (PARTS) are mixed this far towards white: pastel puppets
+
+    def part_colour(self, colour) -> tuple[int, int, int]:
+        """The colour a body part of identity colour `colour` is drawn in."""
+        if not self.lighten:
+            return tuple(colour)
+        return tuple(int(c + self.lighten * (255 - c) + 0.5) for c in colour)  # halves round up
+
+
+# The style LoRA's look (examples/puppets/train_style_lora.py): limbs 9 px wide at 64 px instead of 5, and part colours
+# halfway to white. The shipped model paints pale references vivid (it never saw saturation below 0.55), a mistake
+# that survives its blur; thickness alone left its blurry output unchanged in pilots.
+THICK_PASTEL = Style(limb_scale=2.0, lighten=0.5)
 
 
 def _rng(*key: int) -> np.random.Generator:
@@ -257,8 +280,8 @@ def _pixel(point: np.ndarray, width: int, height: int) -> tuple[int, int]:
     return (int(round(point[0] * width)), int(round(point[1] * height)))
 
 
-def limb_half_width_px(width: int, height: int, scale: float) -> int:
-    return max(1, int(round(LIMB_HALF_WIDTH * scale * min(width, height))))
+def limb_half_width_px(width: int, height: int, scale: float, limb_scale: float = 1.0) -> int:
+    return max(1, int(round(LIMB_HALF_WIDTH * limb_scale * scale * min(width, height))))
 
 
 def head_radius_px(width: int, height: int, scale: float) -> int:
@@ -281,21 +304,22 @@ def _face_pattern(identity: Identity, radius: int, scale: float) -> np.ndarray:
     return np.zeros((size, size), dtype=bool)
 
 
-def render_frame(identity: Identity, keypoints: np.ndarray, back: np.ndarray, scale: float) -> np.ndarray:
-    """The puppet with normalised (18, 2) keypoints drawn over `back` (H, W, 3 uint8); returns a new image."""
+def render_frame(identity: Identity, keypoints: np.ndarray, back: np.ndarray, scale: float, style: Style = Style()) -> np.ndarray:
+    """The puppet with normalised (18, 2) keypoints drawn over `back` (H, W, 3 uint8) in `style`; returns a new image."""
     import cv2
 
     height, width = back.shape[:2]
     image = np.ascontiguousarray(back.copy())
-    thickness = 2 * limb_half_width_px(width, height, scale) + 1
+    thickness = 2 * limb_half_width_px(width, height, scale) + 1  # the neck's
+    limb_thickness = 2 * limb_half_width_px(width, height, scale, style.limb_scale) + 1
     p = [_pixel(point, width, height) for point in keypoints]
-    colors = identity.colors
+    colors = {part: style.part_colour(colour) for part, colour in identity.colors.items()}
     for _, a, b, part in LEG_LIMBS:
-        cv2.line(image, p[a], p[b], colors[part], thickness, cv2.LINE_8)
+        cv2.line(image, p[a], p[b], colors[part], limb_thickness, cv2.LINE_8)
     cv2.fillConvexPoly(image, np.array([p[2], p[5], p[11], p[8]], dtype=np.int32), colors["torso"], cv2.LINE_8)
     cv2.line(image, p[1], p[0], colors["skin"], thickness, cv2.LINE_8)  # neck
     for _, a, b, part in ARM_LIMBS:
-        cv2.line(image, p[a], p[b], colors[part], thickness, cv2.LINE_8)
+        cv2.line(image, p[a], p[b], colors[part], limb_thickness, cv2.LINE_8)
     # The head: a skin disc with the pattern, eyes on the eye keypoints and a mouth below the nose.
     radius = head_radius_px(width, height, scale)
     cx, cy = p[0]
@@ -346,6 +370,12 @@ class PuppetVideo:
     face_masks: list  # (H, W) uint8 per frame
     scale: float  # the fit's scale (1 = the skeleton's nominal size)
     keypoints: np.ndarray = field(repr=False, default=None)  # (F, 18, 2) normalised
+    style: Style = Style()  # how every frame was drawn
+
+    @property
+    def part_colours(self) -> dict:
+        """Part name -> the colour its pixels have in the frames (the identity's, changed by the style)."""
+        return {part: self.style.part_colour(colour) for part, colour in self.identity.colors.items()}
 
 
 def trajectory(identity_seed: int, motion_seed: int, num_frames: int, width: int, height: int):
@@ -355,8 +385,10 @@ def trajectory(identity_seed: int, motion_seed: int, num_frames: int, width: int
     return Identity.from_seed(identity_seed), keypoints, scale, background(motion_seed, width, height)
 
 
-def render_video(identity_seed: int, motion_seed: int, num_frames: int = 16, width: int = 64, height: int = 64) -> PuppetVideo:
-    """The puppet of `identity_seed` moving along the trajectories of `motion_seed` over that seed's background."""
+def render_video(identity_seed: int, motion_seed: int, num_frames: int = 16, width: int = 64, height: int = 64,
+                 style: Style = Style()) -> PuppetVideo:
+    """The puppet of `identity_seed` moving along the trajectories of `motion_seed` over that seed's background,
+    every frame drawn in `style`."""
     if num_frames < 1 or width < 16 or height < 16:
         raise StableAnimatorError(f"A puppet video needs at least 1 frame and 16x16 pixels, got {num_frames} frames of {width}x{height}.")
     identity, keypoints, scale, back = trajectory(identity_seed, motion_seed, num_frames, width, height)
@@ -364,13 +396,14 @@ def render_video(identity_seed: int, motion_seed: int, num_frames: int = 16, wid
     boxes = [face_box(k, width, height, scale) for k in keypoints]
     return PuppetVideo(
         identity=identity,
-        frames=[render_frame(identity, k, back, scale) for k in keypoints],
+        frames=[render_frame(identity, k, back, scale, style) for k in keypoints],
         poses=poses,
         pose_images=[pose_image(pose, width, height) for pose in poses],
         face_boxes=boxes,
         face_masks=[face_mask(box, width, height) for box in boxes],
         scale=scale,
         keypoints=keypoints,
+        style=style,
     )
 
 
@@ -402,8 +435,10 @@ def write_video(video: PuppetVideo, folder: Path, face_embedder=None) -> None:
 
 
 def write_dataset(out: str | os.PathLike, num_videos: int, seed: int = 0, num_frames: int = 16, width: int = 64,
-                  height: int = 64, videos_per_puppet: int = 1, overwrite: bool = False, face_embedder=None) -> list[Path]:
-    """Write `num_videos` puppet videos into `out` in the training layout, with `videos.txt` listing them.
+                  height: int = 64, videos_per_puppet: int = 1, overwrite: bool = False, face_embedder=None,
+                  style: Style = Style()) -> list[Path]:
+    """Write `num_videos` puppet videos into `out` in the training layout, with `videos.txt` listing them, every
+    frame drawn in `style`.
 
     `face_embedder(video) -> (512,)` computes each video's `face_embedding.npy`; the recipe passes the puppet
     recognizer's embedding of the face in the video's first frame (`puppet_recognizer.reference_face_embedder`).
@@ -427,7 +462,7 @@ def write_dataset(out: str | os.PathLike, num_videos: int, seed: int = 0, num_fr
         staging = staged.folder(out)
         for index in range(num_videos):
             identity_seed, motion_seed = video_seeds(seed, index, videos_per_puppet)
-            video = render_video(identity_seed, motion_seed, num_frames, width, height)
+            video = render_video(identity_seed, motion_seed, num_frames, width, height, style)
             write_video(video, staging / video_name(index), face_embedder)
             names.append(video_name(index))
         (staging / "videos.txt").write_text("".join(f"{name}\n" for name in names))

@@ -5,6 +5,7 @@ package as `tiny-puppet` (`stableanimator smoke`, `animate --model tiny-puppet`)
   examples/puppets/train_tiny.py trains;
 * `WEIGHTS`: the trained pipeline folder inside the package (`save_pretrained`, fp16 safetensors), with the puppet
   recognizer as its `face_recognizer`; `load_tiny_puppet` loads it;
+* `THICK_PASTEL_LORA`: a UNet LoRA fine-tuned on thick-limbed pastel puppets (`puppets.THICK_PASTEL`), `ship_lora` stores it;
 * `EXAMPLE`: one held-out puppet (reference frame, 16 pose frames, face boxes and the recognizer's embedding of the
   reference face), stored as pictures so that the smoke run needs neither OpenCV nor the puppet renderer.
   `write_example` writes it.
@@ -23,6 +24,9 @@ WIDTH = 32  # cross-attention / CLIP width
 ID_DIM = 512  # the ArcFace width, so that real embeddings fit too
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "tiny-puppet"
 EXAMPLE = Path(__file__).resolve().parent / "weights" / "puppet-example"
+# A UNet LoRA that draws puppets in `puppets.THICK_PASTEL` (examples/puppets/train_style_lora.py --ship):
+# `load_tiny_puppet().load_lora_weights(THICK_PASTEL_LORA)`.
+THICK_PASTEL_LORA = Path(__file__).resolve().parent / "weights" / "tiny-puppet-thick-pastel-lora"
 EXAMPLE_FRAMES = 16
 EXAMPLE_INDEX = 0  # `puppet_evaluation.held_out_case` index of the example puppet
 
@@ -103,6 +107,22 @@ def ship(pipeline_folder, weights: Path = WEIGHTS, example: Path = EXAMPLE) -> N
     with StagedOutputs() as staged:  # an interrupted run keeps the old weights and example
         cast_pipeline(pipe, torch.float16).save_pretrained(str(staged.folder(weights)), safe_serialization=True)
         write_example(cast_pipeline(pipe, torch.float32).face_recognizer, staged.folder(example))
+
+
+def ship_lora(lora_folder, weights: Path = THICK_PASTEL_LORA) -> None:
+    """Copy a LoRA run's `pytorch_lora_weights.safetensors` into the package (replacing the earlier one only once
+    the new one is written)."""
+    import shutil
+
+    from .errors import StableAnimatorError
+    from .lora import LORA_WEIGHT_NAME
+    from .outputs import StagedOutputs
+
+    source = Path(lora_folder) / LORA_WEIGHT_NAME
+    if not source.is_file():
+        raise StableAnimatorError(f"{lora_folder} holds no {LORA_WEIGHT_NAME}; train one with examples/puppets/train_style_lora.py.")
+    with StagedOutputs() as staged:
+        shutil.copyfile(source, staged.folder(weights) / LORA_WEIGHT_NAME)
 
 
 def write_example(recognizer, folder: Path = EXAMPLE) -> None:
