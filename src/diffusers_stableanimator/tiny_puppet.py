@@ -104,6 +104,12 @@ def ship(pipeline_folder, weights: Path = WEIGHTS, example: Path = EXAMPLE) -> N
         from .errors import StableAnimatorError
 
         raise StableAnimatorError(f"{pipeline_folder} has no face_recognizer; the recipe (examples/puppets/train_tiny.py) adds it.")
+    # The configs would otherwise record the training run's folder on the machine that trained it.
+    for part in (pipe, *pipe.components.values()):
+        if hasattr(part, "register_to_config"):
+            part.register_to_config(_name_or_path=TINY_PUPPET)
+        elif hasattr(getattr(part, "config", None), "_name_or_path"):
+            part.config._name_or_path = TINY_PUPPET
     with StagedOutputs() as staged:  # an interrupted run keeps the old weights and example
         cast_pipeline(pipe, torch.float16).save_pretrained(str(staged.folder(weights)), safe_serialization=True)
         write_example(cast_pipeline(pipe, torch.float32).face_recognizer, staged.folder(example))
