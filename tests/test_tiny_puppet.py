@@ -2,8 +2,8 @@
 smoke command runs it. Thresholds come from measured values (in each comment) with a margin; the held-out
 puppets and motions (`puppet_evaluation.held_out_case`) were never used in training.
 
-Measured on the shipped weights, 10 denoising steps, 8 frames, generation seed 0 (docs/puppets.md has 6 cases x 2
-seeds): the values are in each test's comment.
+Measured on the shipped weights, held-out puppets 0-5, 10 denoising steps, 8 frames, generation seed 0 (docs/puppets.md
+has the same puppets with 2 seeds): the values are in each test's comment.
 """
 
 import fnmatch
@@ -21,8 +21,8 @@ from diffusers_stableanimator.puppet_recognizer import CONFIG, evaluate_recogniz
 from diffusers_stableanimator.tiny_puppet import (EXAMPLE, THICK_PASTEL_LORA, WEIGHTS, load_example, load_tiny_puppet,
                                                  untrained_components)
 
-CASES = (0, 1)  # held-out puppets measured here (case 0 is the smoke example)
-POSE_ERROR_PX, PARTS_MISSING, CSIM_GAIN = 11.0, 0.4, 0.03  # measured 8.8 px, 0.225, +0.14 (see the tests)
+CASES = tuple(range(6))  # held-out puppets measured here (case 0 is the smoke example)
+POSE_ERROR_PX, PARTS_MISSING, CSIM_GAIN = 12.5, 0.45, 0.03  # measured 10.6 px, 0.33, +0.12 (see the tests)
 STEPS = 10
 
 
@@ -80,23 +80,25 @@ def test_recognizer_tells_held_out_puppets_apart(pipe):
 
 
 def test_trained_model_beats_the_untrained_one(measured):
-    # Measured (mean of cases 0, 1): trained L1 0.0072, PSNR 28.20, PSNR* 15.96, SSIM 0.543; untrained 0.0119, 27.76,
-    # 12.78, 0.188; repeating the reference 0.0027, 35.90, 17.63, 0.684.
+    # Measured (means of cases 0-5, seed 0): trained L1 0.0069, PSNR* 16.6, SSIM 0.576; untrained 0.0115, 12.4, 0.081;
+    # better on all three in every case. Repeating the reference: 0.0035, 17.1, 0.635.
     # Not asserted because it does not hold: the trained model does NOT beat repeating the reference frame (6 cases,
-    # 2 seeds: L1 0.0077 vs 0.0026, PSNR 28.1 vs 35.8, SSIM 0.56 vs 0.70); even the VAE's reconstruction of the
-    # ground truth loses on L1 and PSNR (0.0057, 28.4). See docs/puppets.md.
+    # 2 seeds: L1 0.0069 vs 0.0035, PSNR 28.3 vs 34.5, PSNR* 16.6 vs 17.1, SSIM 0.58 vs 0.63). Even the VAE's
+    # reconstruction of the ground truth loses on L1 and PSNR (0.0049, 29.0): it cannot hold a frame's colours
+    # (docs/puppets.md, "Why the VAE is the limit").
     figures, _ = measured
     trained, untrained = figures["trained"], figures["untrained"]
-    assert trained["l1"] < untrained["l1"]
-    assert trained["psnr"] > untrained["psnr"] and trained["psnr_star"] > untrained["psnr_star"] + 0.5
-    assert trained["ssim"] > untrained["ssim"] + 0.15
+    assert trained["l1"] < 0.8 * untrained["l1"]
+    assert trained["psnr"] > untrained["psnr"] and trained["psnr_star"] > untrained["psnr_star"] + 2.0
+    assert trained["ssim"] > untrained["ssim"] + 0.3
 
 
 def test_trained_model_draws_the_puppets_parts_near_the_poses(measured):
-    # Measured (mean of cases 0, 1): trained 8.8 px with 22.5% of parts missing; untrained 12.8 px, 55%; repeating
-    # the reference 4.5 px, 0%; the ground truth 2.4 px.
-    # The ground truth itself scores about 3 px (parts occlude one another), repeating the reference about 4.3 px:
-    # the trained model places the parts' colours, but does not follow the poses better than a still reference.
+    # Measured (means of cases 0-5, seed 0): trained 10.6 px with 33% of (frame, part) colours missing; untrained
+    # 14.0 px, 6%; repeating the reference 7.3 px; the ground truth 1.5-3 px (parts occlude one another).
+    # The trained model moves the puppet with the poses (closer than the untrained model in 4 of 6 cases; 12 runs:
+    # 10.0 against 13.4 px) but not as close as a still copy of the reference, and its colours are often too far
+    # off to be found (cases 0 and 1: more than half missing).
     figures, _ = measured
     trained, untrained = figures["trained"], figures["untrained"]
     assert trained["pose_error_px"] < POSE_ERROR_PX and trained["pose_error_px"] < untrained["pose_error_px"]
@@ -104,8 +106,8 @@ def test_trained_model_draws_the_puppets_parts_near_the_poses(measured):
 
 
 def test_face_optimization_raises_puppet_csim(pipe, measured):
-    # Measured (6 cases x 2 seeds, examples/puppets/evaluate_tiny.py): CSIM 0.087 off -> 0.242 on, raised in 12 of 12
-    # runs (+0.054 to +0.222), at 3.9x the time (1.24 s -> 4.83 s per 8-frame video). Here case 0, seed 0: 0.341 -> 0.479.
+    # Measured (6 cases x 2 seeds, examples/puppets/evaluate_tiny.py): CSIM 0.052 off -> 0.172 on, raised in 12 of 12
+    # runs (+0.065 to +0.155), at 3.6x the time (1.38 s -> 5.04 s per 8-frame video). Here case 0, seed 0: -0.020 -> 0.099.
     case = E.held_out_case(0, 8, recognizer=pipe.face_recognizer)
     off = E.csim(pipe.face_recognizer, measured[1][0], case)
     on = E.csim(pipe.face_recognizer, E.generate(pipe, case, STEPS, seed=0, face_optimization=True), case)
