@@ -152,6 +152,6 @@ def test_evaluation_script_refuses_a_folder_with_files(tmp_path):
     from example_scripts import load_example as load_script
 
     (tmp_path / "report.json").write_text("mine")
-    with pytest.raises(StableAnimatorError, match="not an empty folder"):
+    with pytest.raises(StableAnimatorError, match="is not empty"):
         load_script("puppets/evaluate_tiny.py").main(["--out", str(tmp_path), "--cases", "1"])
     assert (tmp_path / "report.json").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["report.json"]

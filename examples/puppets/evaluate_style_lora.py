@@ -74,13 +74,11 @@ def main(argv=None) -> dict:
     import torch
 
     from diffusers_stableanimator import puppet_evaluation as E
-    from diffusers_stableanimator.errors import StableAnimatorError
-    from diffusers_stableanimator.outputs import atomic_file
+    from diffusers_stableanimator.outputs import atomic_file, check_new_or_empty
 
     args = parse_args(argv)
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # never write over someone's files
-        raise StableAnimatorError(f"--out {out} is not an empty folder; give a new or empty folder.")
+    check_new_or_empty(out, "--out")  # never write over someone's files
     if args.threads:
         torch.set_num_threads(args.threads)
     results = measure(*load_models(args.base, args.lora), args.cases, args.seeds, args.frames, args.steps)

@@ -47,16 +47,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    import torch
+    from train_tiny import with_threads
 
     args = parse_args(argv)
-    threads = torch.get_num_threads()
-    try:
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        return run(args)
-    finally:
-        torch.set_num_threads(threads)  # in-process callers (the tests) get their setting back
+    return with_threads(args.threads, run, args)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -65,14 +59,13 @@ def run(args: argparse.Namespace) -> dict:
 
     from diffusers_stableanimator import StableAnimatorPipeline
     from diffusers_stableanimator.errors import StableAnimatorError
-    from diffusers_stableanimator.outputs import atomic_file
+    from diffusers_stableanimator.outputs import atomic_file, check_new_or_empty
     from diffusers_stableanimator.puppet_recognizer import reference_face_embedder
     from diffusers_stableanimator.puppets import THICK_PASTEL, write_dataset
     from diffusers_stableanimator.tiny_puppet import SIZE, WEIGHTS
 
     out = Path(args.output_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise StableAnimatorError(f"--output-dir {out} is not empty; give a new or empty folder.")
+    check_new_or_empty(out, "--output-dir")  # never write over someone's files
     base = Path(args.base) if args.base else WEIGHTS
     if not (base / "model_index.json").is_file():
         raise StableAnimatorError(f"--base {base} is not a pipeline folder (no model_index.json); give a tiny-puppet pipeline folder.")

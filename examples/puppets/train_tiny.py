@@ -101,17 +101,23 @@ def load_train_script():
     return module
 
 
-def main(argv=None) -> dict:
+def with_threads(threads, run, args):
+    """`run(args)` with `threads` torch CPU threads (None: torch's choice); in-process callers (the tests) get
+    their setting back."""
     import torch
 
-    args = parse_args(argv)
-    threads = torch.get_num_threads()
+    before = torch.get_num_threads()
     try:
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        if threads:
+            torch.set_num_threads(threads)
         return run(args)
     finally:
-        torch.set_num_threads(threads)  # in-process callers (the tests) get their setting back
+        torch.set_num_threads(before)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    return with_threads(args.threads, run, args)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -120,16 +126,14 @@ def run(args: argparse.Namespace) -> dict:
     import torch
 
     from diffusers_stableanimator import StableAnimatorPipeline
-    from diffusers_stableanimator.errors import StableAnimatorError
-    from diffusers_stableanimator.outputs import StagedOutputs, atomic_file
+    from diffusers_stableanimator.outputs import StagedOutputs, atomic_file, check_new_or_empty
     from diffusers_stableanimator.puppet_recognizer import (evaluate_recognizer, held_out_identity_seeds,
                                                             reference_face_embedder, train_recognizer)
     from diffusers_stableanimator.puppets import write_dataset
     from diffusers_stableanimator.tiny_puppet import SIZE, untrained_components
 
     out = Path(args.output_dir)
-    if out.exists() and any(out.iterdir()):
-        raise StableAnimatorError(f"--output-dir {out} is not empty; give a new or empty folder.")
+    check_new_or_empty(out, "--output-dir")  # never write over someone's files
     started = time.time()
     report = {"args": vars(args)}
 

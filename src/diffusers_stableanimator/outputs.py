@@ -98,6 +98,15 @@ def check_writable(path: str | os.PathLike, name: str, folder: bool = False) -> 
         raise StableAnimatorError(f"{name} {path}: cannot write in {parent} ({error.strerror or error}); choose a folder you can write to.") from None
 
 
+def check_new_or_empty(folder: str | os.PathLike, name: str) -> None:
+    """Refuse, before any work, an output folder that already holds something (commands that write many files into
+    a folder of their own never mix them with someone else's)."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise StableAnimatorError(f"{name} {folder} is not empty; give a new or empty folder.")
+    check_writable(folder, name, folder=True)
+
+
 def check_replaceable_file(path: str | os.PathLike, name: str, overwrite: bool) -> None:
     if Path(path).exists() and not overwrite:
         raise StableAnimatorError(f"{name} {path} exists; choose another {name} or pass --overwrite to replace it.")
