@@ -60,9 +60,9 @@ def untrained_components(seed: int = 0) -> dict:
             cross_attention_dim=WIDTH, num_attention_heads=(2, 4), addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=24, num_frames=8,
         ),
-        # The VAE above. Three blocks: x4 downsampling, 16x16 latents: with x8 (8x8 latents) thin limbs are lost, and the trained
-        # model is compared with repeating the reference frame, which is exact on the background. 32 channels: 64
-        # (or fewer channels per GroupNorm group) learned no faster per step in pilots and cost 2-4x more per step.
+        # The VAE above. Three blocks: x4 downsampling, 16x16 latents (with x8, thin limbs are lost). 32 channels are
+        # one per GroupNorm group, so it cannot hold a frame's colours (docs/puppets.md, "Why the VAE is the limit");
+        # 64 was no better in pilots, and 128 (SVD's 4 per group) costs 5x per step.
         "vae": vae,
         "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=32, projection_dim=WIDTH, num_hidden_layers=2, num_attention_heads=4, image_size=32,
