@@ -155,3 +155,26 @@ def test_evaluation_script_refuses_a_folder_with_files(tmp_path):
     with pytest.raises(StableAnimatorError, match="is not empty"):
         load_script("puppets/evaluate_tiny.py").main(["--out", str(tmp_path), "--cases", "1"])
     assert (tmp_path / "report.json").read_text() == "mine" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_ship_records_the_model_name_not_the_training_folder(tmp_path):
+    # The configs of a pipeline loaded from a folder record that folder; shipped ones must say `tiny-puppet`, so
+    # that the package holds no path of the machine that trained it. The example is written beside it.
+    import json
+
+    from diffusers_stableanimator.puppet_recognizer import train_recognizer
+    from diffusers_stableanimator.tiny_puppet import TINY_PUPPET, ship
+
+    trained = tmp_path / "run" / "pipeline"
+    recognizer, _ = train_recognizer(0, identities=4, motions=1, steps=1, batch_size=4)
+    StableAnimatorPipeline(**{**untrained_components(0), "face_recognizer": recognizer}).save_pretrained(trained)
+    ship(trained, weights=tmp_path / "weights", example=tmp_path / "example")
+    configs = [p for p in (tmp_path / "weights").rglob("*.json")]
+    assert len(configs) >= 6
+    for path in configs:
+        text = path.read_text()
+        assert str(tmp_path) not in text, path
+        if path.name != "model_index.json" and "_name_or_path" in json.loads(text):
+            assert json.loads(text)["_name_or_path"] == TINY_PUPPET, path
+    assert StableAnimatorPipeline.from_pretrained(str(tmp_path / "weights")).face_recognizer is not None
+    assert (tmp_path / "example" / "example.json").is_file()
