@@ -69,6 +69,24 @@ def test_poses_in_memory_round_trip_through_the_folder_format(files, tmp_path, p
         poses.save(tmp_path / "poses")
 
 
+def test_poses_are_drawn_as_the_model_saw_its_training_poses(files, pose_models):
+    # The official drawing by default; tiny-puppet was trained on `render_pose_small` (strokes survive at 64 px).
+    from diffusers_stableanimator.animator import model_settings
+    from diffusers_stableanimator.preprocessing import render_pose, render_pose_small
+
+    _, video = files
+    det, pose = pose_models
+    drawn = {}
+    for renderer in (render_pose, render_pose_small):
+        poses = Animator(det_model=det, pose_model=pose, device="cpu", pose_renderer=renderer).extract_poses(video, align=False, width=64, height=64)
+        drawn[renderer] = [np.asarray(image) for image in poses.images]
+        assert all(np.array_equal(image, renderer(k, 64, 64)) for image, k in zip(drawn[renderer], poses.keypoints))
+    assert not all(np.array_equal(a, b) for a, b in zip(*drawn.values()))
+    assert Animator().pose_renderer is render_pose
+    assert model_settings("tiny-puppet")["pose_renderer"] is render_pose_small
+    assert model_settings("tiny-random")["pose_renderer"] is render_pose is model_settings("owner/repo")["pose_renderer"]
+
+
 def test_bad_use_is_explained(files, tiny_pipe):
     reference, _ = files
     with pytest.raises(StableAnimatorError, match="has no pipeline"):

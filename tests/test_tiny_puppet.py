@@ -145,6 +145,11 @@ def test_animate_loads_tiny_puppet_by_name():
     assert isinstance(pipe.face_recognizer, ArcFaceIResNet) and "tiny puppet model" in said[0]
     half = load_pipeline(TINY_PUPPET, torch.bfloat16, say=said.append)
     assert half.unet.dtype == torch.bfloat16
+    from diffusers_stableanimator.animator import Animator
+    from diffusers_stableanimator.preprocessing import render_pose_small
+
+    animator = Animator.load(TINY_PUPPET, device="cpu", say=said.append)
+    assert animator.pose_renderer is render_pose_small and animator.sizes == [(64, 64), (64, 128)]
 
 
 def test_evaluation_script_refuses_a_folder_with_files(tmp_path):

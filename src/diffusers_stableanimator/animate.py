@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from .animator import SUPPORTED_SIZES, TINY_MODELS, TINY_PUPPET, TINY_RANDOM, TINY_SIZES, choose_resolution  # noqa: F401  (re-exported)
+from .animator import SUPPORTED_SIZES, TINY_MODELS, TINY_PUPPET, TINY_RANDOM, TINY_SIZES, choose_resolution, model_settings  # noqa: F401  (re-exported)
 from .errors import StableAnimatorError
 
 REQUIRED_COMPONENTS = ("vae", "image_encoder", "feature_extractor", "unet", "pose_net", "face_encoder", "scheduler")
@@ -67,7 +67,7 @@ def check_model(model: str) -> None:
 
 
 def resolve_size(args, reference_size: tuple[int, int]) -> tuple[int, int]:
-    supported = TINY_SIZES if args.model in TINY_MODELS else SUPPORTED_SIZES
+    supported = model_settings(args.model)["sizes"]
     if args.width or args.height:
         if not (args.width and args.height):
             raise AnimateError("Give both --width and --height, or neither (then the size is chosen from the reference).")

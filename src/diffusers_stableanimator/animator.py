@@ -171,6 +171,15 @@ def output_targets(out: str | os.PathLike, gif: bool = False, frames_dir: str | 
 
 
 # ------------------------------------------------------------------------------------------------ the models
+def model_settings(model: str) -> dict:
+    """What depends on the model beyond its weights: the output sizes it was trained at, and how its training
+    poses were drawn (tiny-puppet: `render_pose_small`, whose strokes survive at 64 px)."""
+    from .preprocessing.drawing import render_pose, render_pose_small
+
+    return {"sizes": TINY_SIZES if model in TINY_MODELS else SUPPORTED_SIZES,
+            "pose_renderer": render_pose_small if model == TINY_PUPPET else render_pose}
+
+
 class Animator:
     """The pipeline and the preprocessing models, loaded once and used for any number of references and videos.
 
@@ -181,12 +190,17 @@ class Animator:
         device: Where the pipeline and the ONNX models run (default: CUDA when available).
         memory: The memory preset (`"high"`, `"balanced"`, `"low"`; see `memory_presets.py`).
         sizes: The output sizes a reference's size is matched to (the trained sizes).
+        pose_renderer: Draws a `PoseFrame` at (width, height) as the model saw its training poses (default:
+            `render_pose`, the official drawing; `model_settings` gives the built-in models' choice).
         say: Where progress lines go (`print`; `lambda line: None` to stay quiet).
     """
 
     def __init__(self, pipe=None, face_analyzer=None, det_model=None, pose_model=None, device=None, memory: str = "balanced",
-                 sizes: Sequence[tuple[int, int]] = SUPPORTED_SIZES, say: Callable[[str], Any] = print):
-        self.pipe, self.face_analyzer = pipe, face_analyzer
+                 sizes: Sequence[tuple[int, int]] = SUPPORTED_SIZES, say: Callable[[str], Any] = print,
+                 pose_renderer: Callable[[Any, int, int], np.ndarray] | None = None):
+        from .preprocessing.drawing import render_pose
+
+        self.pipe, self.face_analyzer, self.pose_renderer = pipe, face_analyzer, pose_renderer or render_pose
         self.det_model, self.pose_model, self._pose_detector = det_model, pose_model, None
         self.device, self.memory, self.sizes, self.say = device, memory, list(sizes), say
         self._call_kwargs = {}
@@ -209,7 +223,7 @@ class Animator:
             from .preprocessing.face_analysis import FaceAnalyzer
 
             analyzer = FaceAnalyzer(face_models, device=device)
-        return cls(pipe, analyzer, det_model, pose_model, torch_device, memory, TINY_SIZES if model in TINY_MODELS else SUPPORTED_SIZES, say)
+        return cls(pipe, analyzer, det_model, pose_model, torch_device, memory, say=say, **model_settings(model))
 
     @classmethod
     def load_for_command(cls, args, face_analyzer=None, device=None) -> Animator:
@@ -218,8 +232,7 @@ class Animator:
 
         device = device or resolve_device(args.device)
         pipe = load_pipeline(args.model, resolve_dtype(args.dtype, device), option="--model")
-        sizes = TINY_SIZES if args.model in TINY_MODELS else SUPPORTED_SIZES
-        return cls(pipe, face_analyzer, args.det_model, args.pose_model, device, args.memory, sizes)
+        return cls(pipe, face_analyzer, args.det_model, args.pose_model, device, args.memory, **model_settings(args.model))
 
     @property
     def pose_detector(self):
@@ -268,7 +281,6 @@ class Animator:
         """DWPose on a driving video (file or folder of frames), aligned to the reference's body and rendered as
         the model saw its training poses, with per-frame face boxes (margin calibrated on the reference's face)."""
         from .preprocessing.alignment import align_poses
-        from .preprocessing.drawing import render_pose
         from .preprocessing.face_boxes import DEFAULT_FACE_BOX_MARGIN, FaceBoxMargin, face_boxes_from_poses, margin_to_dict
         from .preprocessing.video_io import read_frames, video_fps
 
@@ -291,7 +303,7 @@ class Animator:
             reference_box = [x1 * sx, y1 * sy, x2 * sx, y2 * sy]
         fps = None if Path(video).is_dir() else (video_fps(video) or None)
         return DrivingPoses(
-            images=[PIL.Image.fromarray(render_pose(pose, width, height)) for pose in aligned],
+            images=[PIL.Image.fromarray(self.pose_renderer(pose, width, height)) for pose in aligned],
             face_boxes=face_boxes_from_poses(aligned, width, height, margin),
             fps=None if fps is None else fps / stride,
             keypoints=aligned,

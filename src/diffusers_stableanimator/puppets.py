@@ -3,7 +3,7 @@
 A puppet is an `Identity` (the colours of its body parts and a face pattern) moving a skeleton in the
 OpenPose-18 body layout of `PoseFrame` along smooth random trajectories (`Motion`). `render_video` draws it over a
 smooth random background and returns, per frame, the RGB image, the ground-truth `PoseFrame`, the pose image
-drawn by the package's own skeleton drawing (`pose_image`), the face box and the face mask. Everything is deterministic from seeds
+drawn by the package's own skeleton drawing (`preprocessing.drawing.render_pose_small`), the face box and the face mask. Everything is deterministic from seeds
 and uses numpy and OpenCV only (no torch).
 
 The skeleton is a kinematic tree: a pelvis drifting around a base point; the torso leaning around vertical;
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import StableAnimatorError
+from .preprocessing.drawing import render_pose_small
 from .preprocessing.keypoints import PoseFrame
 
 # --- the skeleton, in units of the frame's short side ---------------------------------------------------------
@@ -258,24 +259,6 @@ def pose_frame(keypoints: np.ndarray, width: int, height: int) -> PoseFrame:
     return PoseFrame(keypoints[None], np.ones((1, 18)), z((1, 68, 2)), z((1, 68)), z((2, 21, 2)), z((2, 21)), width, height)
 
 
-def pose_image(pose: PoseFrame, width: int, height: int) -> np.ndarray:
-    """(H, W, 3) uint8: the package's skeleton drawing (`draw_pose_canvas`, short side 2160) reduced to the frame
-    by area averaging and brightened so that a stroke keeps about its drawn colour.
-
-    At 64 px a stroke of the 2160-px canvas is a quarter of a pixel wide: `render_pose` (point-sampling resizes, as
-    the official code does at 512 px and more) keeps about 30 scattered pixels of it, too little skeleton to
-    follow. Averaging keeps every stroke as a faint continuous line, and the gain (canvas pixels per frame pixel
-    over the stroke width) restores its brightness."""
-    import cv2
-
-    from .preprocessing.drawing import STICK_WIDTH, draw_pose_canvas
-
-    canvas = draw_pose_canvas(pose, width, height)
-    gain = max(1.0, canvas.shape[0] / height / (2 * STICK_WIDTH))
-    image = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) * gain
-    return np.clip(np.round(image), 0, 255).astype(np.uint8)
-
-
 def _pixel(point: np.ndarray, width: int, height: int) -> tuple[int, int]:
     return (int(round(point[0] * width)), int(round(point[1] * height)))
 
@@ -365,7 +348,7 @@ class PuppetVideo:
     identity: Identity
     frames: list  # (H, W, 3) uint8 RGB
     poses: list  # PoseFrame per frame (normalised, size W x H)
-    pose_images: list  # (H, W, 3) uint8: `pose_image` of each PoseFrame
+    pose_images: list  # (H, W, 3) uint8: `render_pose_small` of each PoseFrame
     face_boxes: list  # (x1, y1, x2, y2) inclusive pixels per frame
     face_masks: list  # (H, W) uint8 per frame
     scale: float  # the fit's scale (1 = the skeleton's nominal size)
@@ -398,7 +381,7 @@ def render_video(identity_seed: int, motion_seed: int, num_frames: int = 16, wid
         identity=identity,
         frames=[render_frame(identity, k, back, scale, style) for k in keypoints],
         poses=poses,
-        pose_images=[pose_image(pose, width, height) for pose in poses],
+        pose_images=[render_pose_small(pose, width, height) for pose in poses],
         face_boxes=boxes,
         face_masks=[face_mask(box, width, height) for box in boxes],
         scale=scale,

@@ -7,7 +7,7 @@ onnxruntime + OpenCV for poses (`[pose]`), imageio + imageio-ffmpeg for videos (
 
 from ._common import ModelFilesNotFoundError, onnx_providers
 from .alignment import AlignmentError, AlignmentTransform, REFERENCE_KEYPOINT_IDS, align_poses, fit_alignment
-from .drawing import draw_pose, draw_poses, render_pose, resize_pose_image
+from .drawing import draw_pose, draw_poses, render_pose, render_pose_small, resize_pose_image
 from .dwpose import DWPoseDetector, coco_wholebody_to_openpose, multiclass_nms, simcc_decode, yolox_decode
 from .face_analysis import FaceAnalyzer, FaceInfo, NoFaceDetectedError
 from .face_boxes import (
@@ -27,7 +27,7 @@ __all__ = [
     "AlignmentError", "AlignmentTransform", "DEFAULT_FACE_BOX_MARGIN", "DWPoseDetector", "FaceAnalyzer",
     "FaceBoxMargin", "FaceInfo", "ModelFilesNotFoundError", "NoFaceDetectedError", "PoseFrame",
     "REFERENCE_KEYPOINT_IDS", "align_poses", "box_to_mask", "coco_wholebody_to_openpose", "draw_pose",
-    "draw_poses", "render_pose", "resize_pose_image", "face_box_from_mask", "face_box_from_pose", "face_boxes_from_masks",
+    "draw_poses", "render_pose", "render_pose_small", "resize_pose_image", "face_box_from_mask", "face_box_from_pose", "face_boxes_from_masks",
     "face_boxes_from_poses", "fit_alignment", "iter_frames", "list_frame_files", "load_poses",
     "multiclass_nms", "onnx_providers", "read_face_boxes", "read_frames", "save_poses", "simcc_decode", "video_fps",
     "write_frames", "write_video", "yolox_decode",

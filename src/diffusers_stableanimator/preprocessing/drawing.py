@@ -15,7 +15,8 @@ Rules reproduced from the training-time drawing:
 Colours below are RGB, and the returned image is RGB.
 
 The official scripts save that picture at the source size (the reference's, after alignment) and load it at the
-generation size with PIL's default bicubic resize; `render_pose` reproduces both steps.
+generation size with PIL's default bicubic resize; `render_pose` reproduces both steps. Frames far smaller than
+the canvas (the tiny models' 64 px) lose most strokes that way: `render_pose_small` averages instead.
 """
 
 from __future__ import annotations
@@ -169,3 +170,19 @@ def render_pose(pose: PoseFrame, width: int, height: int) -> np.ndarray:
     from PIL import Image
 
     return np.asarray(resize_pose_image(Image.fromarray(draw_pose(pose)), width, height))
+
+
+def render_pose_small(pose: PoseFrame, width: int, height: int) -> np.ndarray:
+    """The pose image for frames far smaller than the canvas (the tiny models' 64 px, trained on it): the canvas
+    (`draw_pose_canvas`, short side 2160) reduced to the frame by area averaging, brightened so that a stroke keeps
+    about its drawn colour.
+
+    At 64 px a canvas stroke is a quarter of a pixel wide: `render_pose` (point-sampling resizes, as the official
+    code does at 512 px and more) keeps about 30 scattered pixels of it, too little skeleton to follow. Averaging
+    keeps every stroke as a faint continuous line, and the gain (canvas pixels per frame pixel over the stroke
+    width) restores its brightness."""
+    cv2 = require_cv2()
+    canvas = draw_pose_canvas(pose, width, height)
+    gain = max(1.0, canvas.shape[0] / height / (2 * STICK_WIDTH))
+    image = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32) * gain
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
