@@ -251,6 +251,12 @@ def test_script_refuses_to_overwrite(make_dataset, dataset_dir, tmp_path, capsys
     (foreign / "notes.txt").write_text("keep")
     assert make_dataset.main(["--out", str(foreign), "--videos", "1", "--overwrite"]) == 2
     assert (foreign / "notes.txt").read_text() == "keep" and sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    # A file of the user's deep inside an earlier dataset is not replaced either.
+    mine = dataset_dir / "puppet_00000" / "images" / "notes.txt"
+    mine.write_text("keep")
+    assert make_dataset.main(["--out", str(dataset_dir), "--videos", "1", "--overwrite"]) == 2
+    assert "puppet_00000/images/notes.txt" in capsys.readouterr().err and mine.read_text() == "keep"
+    mine.unlink()
 
 
 def test_overwrite_replaces_an_earlier_dataset(tmp_path):

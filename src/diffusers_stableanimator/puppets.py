@@ -417,6 +417,19 @@ def write_video(video: PuppetVideo, folder: Path, face_embedder=None) -> None:
     np.save(folder / "face_embedding.npy", np.asarray(embedding, dtype=np.float32))
 
 
+def _written_by_write_dataset(parts: tuple) -> bool:
+    """A path inside a dataset folder (as its parts) that `write_dataset` writes: `--overwrite` replaces only those."""
+    from .outputs import own_frame_file
+
+    if len(parts) == 1:
+        return parts[0] == "videos.txt" or parts[0].startswith("puppet_")
+    if not parts[0].startswith("puppet_"):
+        return False
+    if len(parts) == 2:
+        return parts[1] in ("images", "poses", "faces", "face_embedding.npy")
+    return len(parts) == 3 and parts[1] in ("images", "poses", "faces") and own_frame_file()(Path(parts[2]))
+
+
 def write_dataset(out: str | os.PathLike, num_videos: int, seed: int = 0, num_frames: int = 16, width: int = 64,
                   height: int = 64, videos_per_puppet: int = 1, overwrite: bool = False, face_embedder=None,
                   style: Style = Style()) -> list[Path]:
@@ -435,7 +448,7 @@ def write_dataset(out: str | os.PathLike, num_videos: int, seed: int = 0, num_fr
         raise StableAnimatorError(f"--videos and --videos-per-puppet must be at least 1, got {num_videos} and {videos_per_puppet}.")
     check_writable(out, "--out", folder=True)
     if out.is_dir() and any(out.iterdir()):
-        foreign = [p.name for p in out.iterdir() if not (p.name == "videos.txt" or (p.is_dir() and p.name.startswith("puppet_")))]
+        foreign = [str(p.relative_to(out)) for p in out.rglob("*") if not _written_by_write_dataset(p.relative_to(out).parts)]
         if foreign:
             raise StableAnimatorError(f"--out {out} holds files that are not a puppet dataset ({', '.join(sorted(foreign)[:3])}); choose an empty or new folder.")
         if not overwrite:
