@@ -237,6 +237,16 @@ def test_mismatched_components_are_explained(tiny_components):
         pipe.check_components()
 
 
+def test_unet_channels_must_fit_the_vae_latents(tiny_components):
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    vae = tiny_components["vae"]
+    config = {k: v for k, v in vae.config.items() if not k.startswith("_")}
+    tiny_components["vae"] = AutoencoderKLTemporalDecoder(**{**config, "latent_channels": 2 * vae.config.latent_channels})
+    with pytest.raises(ValueError, match=r"unet in/out_channels=8/4 but the VAE's latents have 8 channels \(expected 16/8\)"):
+        StableAnimatorPipeline(**tiny_components).check_components()
+
+
 # ------------------------------------------------------------------------------------------------ loading, devices
 def test_save_and_load_in_a_fresh_process(tiny_pipe, inputs, tmp_path):
     image, poses, face_embeds = inputs(3)

@@ -195,6 +195,9 @@ class StableAnimatorPipeline(DiffusionPipeline, StableAnimatorLoraLoaderMixin, T
         """The components must agree on their dimensions (a mix of checkpoints is the usual cause)."""
         unet, pose_net, face_encoder = self.unet.config, self.pose_net, self.face_encoder.config
         problems = []
+        latent = self.vae.config.latent_channels
+        if (unet.in_channels, unet.out_channels) != (2 * latent, latent):  # noisy + reference latents in, noise out
+            problems.append(f"unet in/out_channels={unet.in_channels}/{unet.out_channels} but the VAE's latents have {latent} channels (expected {2 * latent}/{latent})")
         if pose_net.config.out_channels != unet.block_out_channels[0]:
             problems.append(f"pose_net.out_channels={pose_net.config.out_channels} but unet.block_out_channels[0]={unet.block_out_channels[0]}")
         if pose_net.downsample_factor != self.vae_scale_factor:
