@@ -40,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--recognizer-steps", type=int, default=200)
     p.add_argument("--recognizer-identities", type=int, default=200)
     p.add_argument("--recognizer-held-out", type=int, default=50, help="unseen puppets the recognizer is measured on")
-    p.add_argument("--vae-steps", type=int, default=7000)
+    p.add_argument("--vae-steps", type=int, default=6000)
     p.add_argument("--vae-num-frames", type=int, default=2,
                    help="frames per VAE training clip (default 2: a step costs about its frames, and the VAE needs many steps more than long clips)")
     p.add_argument("--vae-learning-rate", type=float, default=1e-3)
@@ -68,6 +68,10 @@ def train_vae(vae, data, args) -> dict:
     dataset = StableAnimatorVideoDataset(data, SIZE, SIZE, args.vae_num_frames or args.num_frames, args.frame_rate, seed=args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.vae_learning_rate, weight_decay=0.0)
+    # The learning rate falls linearly to 0 over the last 30% of the steps (a pilot: held-out L1 0.0046 after 1500 of
+    # 3000 steps, 0.0039 at the end).
+    decay = max(1, round(0.3 * args.vae_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (args.vae_steps - step) / decay))
     vae.train()
     losses = []
     for step in range(args.vae_steps):
@@ -81,6 +85,7 @@ def train_vae(vae, data, args) -> dict:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        schedule.step()
         losses.append(mse.item())
         if (step + 1) % 100 == 0:
             print(f"vae step {step + 1}/{args.vae_steps}: reconstruction MSE {sum(losses[-100:]) / 100:.4f}", flush=True)

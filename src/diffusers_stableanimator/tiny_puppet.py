@@ -1,7 +1,7 @@
 """The tiny puppet model: a StableAnimator at toy scale trained on synthetic puppets (issue 14), shipped with the
 package as `tiny-puppet` (`stableanimator smoke`, `animate --model tiny-puppet`).
 
-* `untrained_components`: the architecture (64x64 frames, x4 VAE, 16x16 latents) with fresh weights, which
+* `untrained_components`: the architecture (64x64 frames, x4 VAE, 16x16x16 latents) with fresh weights, which
   examples/puppets/train_tiny.py trains;
 * `WEIGHTS`: the trained pipeline folder inside the package (`save_pretrained`, fp16 safetensors), with the puppet
   recognizer as its `face_recognizer`; `load_tiny_puppet` loads it;
@@ -27,6 +27,13 @@ EXAMPLE = Path(__file__).resolve().parent / "weights" / "puppet-example"
 # A UNet LoRA that draws puppets in `puppets.THICK_PASTEL` (examples/puppets/train_style_lora.py --ship):
 # `load_tiny_puppet().load_lora_weights(THICK_PASTEL_LORA)`.
 THICK_PASTEL_LORA = Path(__file__).resolve().parent / "weights" / "tiny-puppet-thick-pastel-lora"
+# The VAE: three blocks, x4 downsampling, 16x16 latents (with x8, thin limbs are lost). The stock temporal VAE's
+# GroupNorms have 32 groups; the encoder's last one (over its last block's channels) and the decoder's last one
+# (over the first block's, at full resolution) have no skip around them, so a frame's mean colour gets through
+# only as a difference between the channels of one group. With 32 channels (one per group) flat colours decoded
+# grey; 64 at both ends and 16 latent channels hold colours (docs/puppets.md, "The VAE and colours").
+VAE_CHANNELS = (64, 32, 64)
+LATENT_CHANNELS = 16
 EXAMPLE_FRAMES = 16
 EXAMPLE_INDEX = 0  # `puppet_evaluation.held_out_case` index of the example puppet
 
@@ -42,8 +49,8 @@ def untrained_components(seed: int = 0) -> dict:
     from .testing import svd_xt_scheduler
 
     torch.manual_seed(seed)
-    vae = AutoencoderKLTemporalDecoder(block_out_channels=(32, 32, 32), down_block_types=("DownEncoderBlock2D",) * 3,
-                                       latent_channels=4, layers_per_block=1, sample_size=SIZE)
+    vae = AutoencoderKLTemporalDecoder(block_out_channels=VAE_CHANNELS, down_block_types=("DownEncoderBlock2D",) * 3,
+                                       latent_channels=LATENT_CHANNELS, layers_per_block=1, sample_size=SIZE)
     # The decoder's last layer mixes each output colour with the neighbouring frames' (a 3x1x1 convolution). Start
     # it as the identity, so that training starts from a plain image decoder instead of first undoing a random
     # mix of colours and frames (10% lower reconstruction error after 600 steps in a pilot).
@@ -54,15 +61,12 @@ def untrained_components(seed: int = 0) -> dict:
         mix.weight[:, :, 1, 0, 0] = torch.eye(mix.weight.shape[0])
     return {
         "unet": StableAnimatorUNetModel(
-            block_out_channels=(32, 64), layers_per_block=1,
+            in_channels=2 * LATENT_CHANNELS, out_channels=LATENT_CHANNELS, block_out_channels=(32, 64), layers_per_block=1,
             down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
             up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
             cross_attention_dim=WIDTH, num_attention_heads=(2, 4), addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=24, num_frames=8,
         ),
-        # The VAE above. Three blocks: x4 downsampling, 16x16 latents (with x8, thin limbs are lost). 32 channels are
-        # one per GroupNorm group, so it cannot hold a frame's colours (docs/puppets.md, "Why the VAE is the limit");
-        # 64 was no better in pilots, and 128 (SVD's 4 per group) costs 5x per step.
         "vae": vae,
         "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(
             hidden_size=32, projection_dim=WIDTH, num_hidden_layers=2, num_attention_heads=4, image_size=32,
