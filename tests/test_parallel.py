@@ -89,7 +89,27 @@ def _task_commands(rank):
     return results
 
 
-TASKS = {"equivalence": _task_equivalence, "bad launches": _task_bad_launches, "commands": _task_commands}
+def _task_video(rank):
+    """`animate --video` as `accelerate launch` runs it: returns (exit code, pose extractions run here, stdout)."""
+    import contextlib
+    import io
+    import json
+
+    from diffusers_stableanimator.cli import main
+    from diffusers_stableanimator.preprocessing.dwpose import DWPoseDetector
+
+    out = Path(os.environ["TEST_OUT"])
+    det, pose = json.loads((out / "models.json").read_text())
+    calls = []
+    detect_video = DWPoseDetector.detect_video
+    DWPoseDetector.detect_video = lambda self, *args, **kwargs: (calls.append(rank), detect_video(self, *args, **kwargs))[1]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
+        code = main(_video_argv(out, "parallel", det, pose))
+    return code, len(calls), stdout.getvalue()
+
+
+TASKS = {"equivalence": _task_equivalence, "bad launches": _task_bad_launches, "commands": _task_commands, "video": _task_video}
 FAST = ["--steps", "2", "--tile-size", "4", "--tile-overlap", "1", "--allow-no-face", "--device", "cpu", "--memory", "high"]
 
 
@@ -106,6 +126,12 @@ def _animate_argv(folder: Path, name: str):
             "--out", str(folder / f"{name}.mp4"), "--frames-dir", str(folder / f"{name}_frames"), *FAST]
 
 
+def _video_argv(folder: Path, name: str, det, pose):
+    return ["animate", "--model", "tiny-random", "--image", str(folder / "ref.png"), "--video", str(folder / "driving.mp4"),
+            "--det-model", str(det), "--pose-model", str(pose), "--out", str(folder / f"{name}.mp4"),
+            "--frames-dir", str(folder / f"{name}_frames"), *FAST]
+
+
 def _batch_argv(folder: Path):
     (folder / "jobs.jsonl").write_text(f'{{"image": "{folder / "ref.png"}", "poses": "{folder / "poses"}", "out": "batch.mp4"}}\n')
     return ["animate-batch", str(folder / "jobs.jsonl"), "--out-dir", str(folder / "batch"), "--model", "tiny-random", *FAST]
@@ -116,7 +142,7 @@ def _worker(rank, port, task, out_dir):
 
     torch.set_num_threads(1)  # two processes on a shared CPU
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), TEST_OUT=out_dir)
-    if task == "commands":  # as `accelerate launch` / `torchrun` leave it: the commands start the group themselves
+    if task in ("commands", "video"):  # as `accelerate launch` / `torchrun` leave it: the commands start the group themselves
         os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD_SIZE), LOCAL_WORLD_SIZE=str(WORLD_SIZE))
     else:
         dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE, timeout=timedelta(seconds=60))
@@ -220,6 +246,34 @@ def test_animate_and_animate_batch_under_a_launcher(tmp_path):
     finally:
         torch.set_num_threads(threads)
     for k in range(7):
+        single = imageio.imread(tmp_path / "single_frames" / f"frame_{k}.png")
+        assert np.array_equal(imageio.imread(tmp_path / "parallel_frames" / f"frame_{k}.png"), single)
+
+
+def test_animate_video_under_a_launcher_extracts_the_poses_once(tmp_path, pose_models):
+    # The main process runs DWPose and shares the poses; the frames equal a single process's.
+    import json
+
+    import imageio.v2 as imageio
+
+    from diffusers_stableanimator.cli import main
+    from diffusers_stableanimator.preprocessing import write_video
+
+    _job_files(tmp_path)
+    write_video(tmp_path / "driving.mp4", [np.full((96, 64, 3), 40 * i, np.uint8) for i in range(5)], fps=8)
+    (tmp_path / "models.json").write_text(json.dumps([str(p) for p in pose_models]))
+    results = spawn("video", tmp_path)
+    (code0, calls0, out0), (code1, calls1, out1) = results[0]["ok"], results[1]["ok"]
+    assert code0 == code1 == 0 and (calls0, calls1) == (1, 0), results
+    assert f"wrote {tmp_path / 'parallel.mp4'}" in out0 and out1 == ""
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers
+    try:
+        assert main(_video_argv(tmp_path, "single", *pose_models)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    for k in range(5):
         single = imageio.imread(tmp_path / "single_frames" / f"frame_{k}.png")
         assert np.array_equal(imageio.imread(tmp_path / "parallel_frames" / f"frame_{k}.png"), single)
 

@@ -190,7 +190,7 @@ def animate(args: argparse.Namespace, animator=None, tile_parallel: bool | None 
     from .animator import Animator, DrivingPoses
     from .images import REFERENCE_MIN_SIDE, open_image
     from .memory_presets import NEXT_LOWER, resolve_device
-    from .parallel import join_launched_group, launched_processes
+    from .parallel import TileParallel, join_launched_group, launched_processes
 
     # 1. Everything that can be checked without a model, before any heavy work
     check_numbers(args)
@@ -213,7 +213,11 @@ def animate(args: argparse.Namespace, animator=None, tile_parallel: bool | None 
     # 2. The reference (one face analysis), the poses (in memory), the animation
     reference = animator.prepare_reference(image, width, height, allow_no_face=args.allow_no_face)
     if args.video:
-        poses = animator.extract_poses(args.video, reference, stride=args.stride, max_frames=args.max_frames, align=not args.no_align)
+        def extract():
+            return animator.extract_poses(args.video, reference, stride=args.stride, max_frames=args.max_frames, align=not args.no_align)
+
+        shared = TileParallel.from_group() if tile_parallel else None  # then the main process extracts for all
+        poses = shared.computed_once("pose extraction", extract) if shared else extract()
     else:
         poses = DrivingPoses.load(args.poses, width, height, args.stride, args.max_frames, option="--poses")
     if tile_parallel:

@@ -28,7 +28,7 @@ import hashlib
 import math
 import os
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import PIL.Image
@@ -122,6 +122,21 @@ class TileParallel:
                 f"Tile-parallel processes disagree on {'; '.join(problems)}: every process must get the same inputs, "
                 f"seed and model files (this is process {self.rank} of {self.world_size})."
             )
+
+    def computed_once(self, what: str, compute: Callable[[], Any]) -> Any:
+        """`compute()` on the main process only, its result shared with every process: work that all need but one
+        can do (the poses of a driving video). An error of the package's raises the same line on every process."""
+        box = [None]
+        if self.is_main_process:
+            try:
+                box[0] = compute()
+            except StableAnimatorError as error:
+                box[0] = error
+        with self._collective(what):
+            dist.broadcast_object_list(box, src=0 if self.group is None else dist.get_global_rank(self.group, 0), group=self.group)
+        if isinstance(box[0], StableAnimatorError):
+            raise box[0]
+        return box[0]
 
     @contextmanager
     def _collective(self, what: str) -> Iterator[None]:

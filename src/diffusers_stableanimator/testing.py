@@ -223,8 +223,8 @@ def run(args: argparse.Namespace) -> int:
             generator=torch.Generator().manual_seed(args.seed),
         ).frames[0]
         print(f"tiny puppet StableAnimator pipeline: {len(frames)} frames of {frames[0].size[0]}x{frames[0].size[1]} in "
-              f"{time.perf_counter() - start:.1f}s: a blurry puppet in the reference's colours, which does not yet follow the "
-              f"poses well (measured quality: docs/puppets.md)")
+              f"{time.perf_counter() - start:.1f}s: a blurry puppet in roughly the reference's colours that walks with the "
+              f"poses, less precisely than the ground truth (measured quality: docs/puppets.md)")
         pictures = [side_by_side([pose, frame, truth]) for pose, frame, truth in zip(example["poses"], frames, example["truth"])]
     if args.out:
         write_video(args.out, pictures, fps=7)
