@@ -90,7 +90,7 @@ def _task_commands(rank):
 
 
 def _task_video(rank):
-    """`animate --video` as `accelerate launch` runs it: returns (exit code, pose extractions run here, stdout)."""
+    """`animate --video` as `accelerate launch` runs it: returns (exit code, DWPose runs here, stdout)."""
     import contextlib
     import io
     import json
@@ -264,7 +264,7 @@ def test_animate_video_under_a_launcher_extracts_the_poses_once(tmp_path, pose_m
     (tmp_path / "models.json").write_text(json.dumps([str(p) for p in pose_models]))
     results = spawn("video", tmp_path)
     (code0, calls0, out0), (code1, calls1, out1) = results[0]["ok"], results[1]["ok"]
-    assert code0 == code1 == 0 and (calls0, calls1) == (1, 0), results
+    assert code0 == code1 == 0 and calls0 > 0 and calls1 == 0, results  # DWPose ran on the main process only
     assert f"wrote {tmp_path / 'parallel.mp4'}" in out0 and out1 == ""
 
     threads = torch.get_num_threads()
