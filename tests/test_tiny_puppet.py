@@ -83,6 +83,8 @@ def test_trained_model_beats_the_untrained_one_and_a_still_copy_on_psnr_star_and
     # Measured (means of cases 0-5, seed 0): trained L1 0.0060, PSNR* 17.64, SSIM 0.656; untrained 0.0108, 13.04,
     # 0.088, worse on all three in every case; repeating the reference frame 0.0035, 17.07, 0.635. The trained model
     # beats the still copy on PSNR* in 5 of 6 cases and on SSIM in 4 (6 cases x 2 seeds: 10 and 8 of 12 runs).
+    # A property of these weights, not yet of the recipe: a second run (--seed 1) passes the other checks here but
+    # not this one (PSNR* 16.96, SSIM 0.580; docs/puppets.md).
     # Not asserted because it does not hold: it does NOT beat the copy on L1 and DisCo's PSNR (0.0060 vs 0.0035,
     # 28.5 vs 34.5), which reward exactly equal pixels (a still background is exact in the copy). The VAE alone
     # now beats the copy on L1 (its reconstruction of the truth: 0.0025); the UNet's blur is what is left
