@@ -57,6 +57,24 @@ def test_only_own_frame_files_may_be_replaced(tmp_path):
         check_replaceable_folder(folder, "--frames-dir", overwrite=True, own=own)
 
 
+def test_replaceable_folders_are_judged_all_the_way_down(tmp_path):
+    own = own_frame_file()
+    folder = tmp_path / "frames"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "frame_0.png").write_bytes(b"?")
+    with pytest.raises(StableAnimatorError, match=r"did not write \(sub\)"):  # subfolders: not ours by default
+        check_replaceable_folder(folder, "--frames-dir", overwrite=True, own=own)
+    own_folders = lambda path: path == Path("sub")
+    check_replaceable_folder(folder, "--frames-dir", overwrite=True, own=own, own_folders=own_folders)
+    (folder / "sub" / "notes.txt").write_text("the user's")  # a user's file inside a folder of ours
+    with pytest.raises(StableAnimatorError, match=r"did not write \(sub/notes.txt\)"):
+        check_replaceable_folder(folder, "--frames-dir", overwrite=True, own=own, own_folders=own_folders)
+    (folder / "sub" / "notes.txt").unlink()
+    (folder / "frame_1.png").symlink_to(tmp_path / "elsewhere.png")  # a link is never ours, whatever its name
+    with pytest.raises(StableAnimatorError, match=r"did not write \(frame_1.png\)"):
+        check_replaceable_folder(folder, "--frames-dir", overwrite=True, own=own, own_folders=own_folders)
+
+
 def test_unwritable_places_and_folders_given_as_files_are_refused(tmp_path):
     with pytest.raises(StableAnimatorError, match="is a folder; give a file path"):
         check_writable(tmp_path, "--out")

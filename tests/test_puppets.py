@@ -257,6 +257,11 @@ def test_script_refuses_to_overwrite(make_dataset, dataset_dir, tmp_path, capsys
     assert make_dataset.main(["--out", str(dataset_dir), "--videos", "1", "--overwrite"]) == 2
     assert "puppet_00000/images/notes.txt" in capsys.readouterr().err and mine.read_text() == "keep"
     mine.unlink()
+    mine = dataset_dir / "puppet_notes.txt"  # a file named like a video folder is not one
+    mine.write_text("keep")
+    assert make_dataset.main(["--out", str(dataset_dir), "--videos", "1", "--overwrite"]) == 2
+    assert "puppet_notes.txt" in capsys.readouterr().err and mine.read_text() == "keep"
+    mine.unlink()
 
 
 def test_overwrite_replaces_an_earlier_dataset(tmp_path):

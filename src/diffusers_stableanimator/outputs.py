@@ -112,18 +112,32 @@ def check_replaceable_file(path: str | os.PathLike, name: str, overwrite: bool) 
         raise StableAnimatorError(f"{name} {path} exists; choose another {name} or pass --overwrite to replace it.")
 
 
-def check_replaceable_folder(folder: str | os.PathLike, name: str, overwrite: bool, own: Callable[[Path], bool]) -> None:
-    """A folder output may replace an existing folder only if it is empty, or holds nothing but files this command
-    writes (`own`) and `overwrite` is given."""
+def foreign_entries(folder: str | os.PathLike, own: Callable[[Path], bool],
+                    own_folders: Callable[[Path], bool] = lambda path: False) -> list[str]:
+    """What inside `folder` a command did not write, as paths relative to it. Everything is judged by its relative
+    path: files by `own`, subfolders by `own_folders` (default: none is ours). Links are never ours."""
+    folder = Path(folder)
+    entries = sorted(folder.rglob("*"))  # does not descend into linked folders
+    return [str(entry.relative_to(folder)) for entry in entries
+            if entry.is_symlink() or not (own_folders if entry.is_dir() else own)(entry.relative_to(folder))]
+
+
+def shown(names: list[str]) -> str:
+    """The first few of `names`, for a message."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def check_replaceable_folder(folder: str | os.PathLike, name: str, overwrite: bool, own: Callable[[Path], bool],
+                             own_folders: Callable[[Path], bool] = lambda path: False) -> None:
+    """A folder output may replace an existing folder only if it is empty, or holds nothing but what this command
+    writes (`foreign_entries`) and `overwrite` is given."""
     folder = Path(folder)
     if not folder.is_dir():
         return
-    entries = sorted(folder.iterdir())
-    foreign = [entry.name for entry in entries if not (entry.is_file() and own(entry))]
+    foreign = foreign_entries(folder, own, own_folders)
     if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise StableAnimatorError(f"{name} {folder} holds files this command did not write ({shown}); it replaces only its own outputs: choose an empty or new folder.")
-    if entries and not overwrite:
+        raise StableAnimatorError(f"{name} {folder} holds files this command did not write ({shown(foreign)}); it replaces only its own outputs: choose an empty or new folder.")
+    if any(folder.iterdir()) and not overwrite:
         raise StableAnimatorError(f"{name} {folder} holds earlier outputs; pass --overwrite to replace them, or choose another folder.")
 
 

@@ -409,7 +409,9 @@ def write_video(video: PuppetVideo, folder: Path, face_embedder=None) -> None:
     `face_embedder(video)` gives the (512,) face embedding (default: `identity_embedding` of the identity)."""
     from PIL import Image
 
-    for sub, pictures in (("images", video.frames), ("poses", video.pose_images), ("faces", video.face_masks)):
+    from .training.prepare_dataset import FRAME_FOLDERS
+
+    for sub, pictures in zip(FRAME_FOLDERS, (video.frames, video.pose_images, video.face_masks)):
         (folder / sub).mkdir(parents=True)
         for i, picture in enumerate(pictures):
             Image.fromarray(picture).save(folder / sub / f"frame_{i}.png")
@@ -417,17 +419,19 @@ def write_video(video: PuppetVideo, folder: Path, face_embedder=None) -> None:
     np.save(folder / "face_embedding.npy", np.asarray(embedding, dtype=np.float32))
 
 
-def _written_by_write_dataset(parts: tuple) -> bool:
-    """A path inside a dataset folder (as its parts) that `write_dataset` writes: `--overwrite` replaces only those."""
-    from .outputs import own_frame_file
+def _dataset_file(path: Path) -> bool:
+    """A file, relative to the dataset folder, that `write_dataset` writes: `--overwrite` replaces only these."""
+    from .training.prepare_dataset import own_video_file
 
-    if len(parts) == 1:
-        return parts[0] == "videos.txt" or parts[0].startswith("puppet_")
-    if not parts[0].startswith("puppet_"):
-        return False
-    if len(parts) == 2:
-        return parts[1] in ("images", "poses", "faces", "face_embedding.npy")
-    return len(parts) == 3 and parts[1] in ("images", "poses", "faces") and own_frame_file()(Path(parts[2]))
+    parts = path.parts
+    return parts == ("videos.txt",) or (len(parts) > 1 and parts[0].startswith("puppet_") and own_video_file(Path(*parts[1:])))
+
+
+def _dataset_folder(path: Path) -> bool:
+    from .training.prepare_dataset import own_video_folder
+
+    parts = path.parts
+    return parts[0].startswith("puppet_") and (len(parts) == 1 or own_video_folder(Path(*parts[1:])))
 
 
 def write_dataset(out: str | os.PathLike, num_videos: int, seed: int = 0, num_frames: int = 16, width: int = 64,
@@ -441,18 +445,13 @@ def write_dataset(out: str | os.PathLike, num_videos: int, seed: int = 0, num_fr
     Without it, `identity_embedding` stands in.
     The whole dataset is staged and moved into place at the end (`StagedOutputs`); an existing `out` is replaced
     only with `overwrite` and only if it holds nothing but an earlier puppet dataset."""
-    from .outputs import StagedOutputs, check_writable
+    from .outputs import StagedOutputs, check_replaceable_folder, check_writable
 
     out = Path(out)
     if num_videos < 1 or videos_per_puppet < 1:
         raise StableAnimatorError(f"--videos and --videos-per-puppet must be at least 1, got {num_videos} and {videos_per_puppet}.")
     check_writable(out, "--out", folder=True)
-    if out.is_dir() and any(out.iterdir()):
-        foreign = [str(p.relative_to(out)) for p in out.rglob("*") if not _written_by_write_dataset(p.relative_to(out).parts)]
-        if foreign:
-            raise StableAnimatorError(f"--out {out} holds files that are not a puppet dataset ({', '.join(sorted(foreign)[:3])}); choose an empty or new folder.")
-        if not overwrite:
-            raise StableAnimatorError(f"--out {out} holds an earlier dataset; pass --overwrite to replace it, or choose another folder.")
+    check_replaceable_folder(out, "--out", overwrite, _dataset_file, _dataset_folder)
     names = []
     with StagedOutputs() as staged:
         staging = staged.folder(out)

@@ -66,3 +66,8 @@ def test_prepare_dataset_builds_the_training_layout(tmp_path, pose_models, face_
     assert main(args + ["--overwrite"]) == 1  # b holds a file prepare-dataset does not write: skipped, kept
     assert "holds files prepare-dataset does not write (notes.txt)" in capsys.readouterr().err
     assert (out / "b" / "notes.txt").read_text() == "the user's"
+    (out / "b" / "notes.txt").unlink()
+    (out / "b" / "images" / "notes.txt").write_text("the user's")  # deeper inside: kept too
+    assert main(args + ["--overwrite"]) == 1
+    assert "does not write (images/notes.txt)" in capsys.readouterr().err
+    assert (out / "b" / "images" / "notes.txt").read_text() == "the user's"

@@ -70,7 +70,19 @@ def face_mask(faces, width: int, height: int):
     return mask
 
 
-OWN_ENTRIES = ("images", "poses", "faces", "face_embedding.npy")  # what prepare_video writes in a video's folder
+FRAME_FOLDERS = ("images", "poses", "faces")  # a video's folder holds these and face_embedding.npy
+
+
+def own_video_file(path: Path) -> bool:
+    """A file, relative to a video's folder, of the training layout (what `prepare_video` writes)."""
+    from ..outputs import own_frame_file
+
+    parts = path.parts
+    return parts == ("face_embedding.npy",) or (len(parts) == 2 and parts[0] in FRAME_FOLDERS and own_frame_file()(path))
+
+
+def own_video_folder(path: Path) -> bool:
+    return len(path.parts) == 1 and path.parts[0] in FRAME_FOLDERS
 
 
 def prepare_video(video: Path, target: Path, detector, analyzer, args) -> int:
@@ -104,7 +116,7 @@ def prepare_video(video: Path, target: Path, detector, analyzer, args) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..outputs import atomic_file, check_writable, relation
+    from ..outputs import atomic_file, check_writable, foreign_entries, relation, shown
     from ..preprocessing.dwpose import DWPoseDetector
     from ..preprocessing.face_analysis import FaceAnalyzer
 
@@ -117,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
     prepared, failed = [], 0
     for video in videos:
         target = out / video.stem
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in OWN_ENTRIES) if target.is_dir() else []
+        foreign = foreign_entries(target, own_video_file, own_video_folder) if target.is_dir() else []
         if foreign or relation(target, video):
             failed += 1
-            why = f"holds files prepare-dataset does not write ({', '.join(foreign)}); move them away first" if foreign else "is or holds the video itself; choose another --out"
+            why = f"holds files prepare-dataset does not write ({shown(foreign)}); move them away first" if foreign else "is or holds the video itself; choose another --out"
             print(f"{video.name}: skipped: {target} {why}.", file=sys.stderr)
             continue
         if target.is_dir() and not args.overwrite:
