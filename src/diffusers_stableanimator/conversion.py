@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StableAnimatorError
-from .outputs import StagedOutputs, check_not_inputs, check_writable
+from .outputs import StagedOutputs, check_not_inputs, check_writable, foreign_entries
 
 # Released file names, per pipeline component.
 OFFICIAL_FILES = {"unet": "unet.pth", "pose_net": "pose_net.pth", "face_encoder": "face_encoder.pth"}
@@ -376,9 +376,8 @@ def convert_official_checkpoint(
     return output
 
 
-def _own_output(path: Path, folder: Path) -> bool:
+def _own_output(relative: Path) -> bool:
     """Files a conversion writes: the top-level cards and configs, and configs/weights inside component folders."""
-    relative = path.relative_to(folder)
     if len(relative.parts) == 1:
         return relative.name in ("model_index.json", "README.md", "LICENSE.md", PROVENANCE_FILE)
     return relative.suffix in (".json", ".safetensors", ".txt")
@@ -395,7 +394,7 @@ def check_output(output: Path, official_dir, svd, overwrite: bool) -> None:
         return
     if not overwrite:
         raise ConversionError(f"--output {output} already exists; choose another --output or pass --overwrite (it is replaced only after the new folder is verified).")
-    foreign = [p.relative_to(output).as_posix() for p in sorted(output.rglob("*")) if p.is_file() and not _own_output(p, output)]
+    foreign = foreign_entries(output, _own_output, own_folders=lambda relative: len(relative.parts) == 1)  # component folders
     if not (output / PROVENANCE_FILE).is_file() or foreign:
         reason = f"it holds files a conversion does not write ({_listed(foreign)})" if foreign else f"it has no {PROVENANCE_FILE}, so this command did not write it"
         raise ConversionError(f"--output {output}: {reason}; --overwrite replaces only a folder written by `stableanimator convert`. Choose another --output.")
