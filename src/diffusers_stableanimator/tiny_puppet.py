@@ -34,6 +34,11 @@ THICK_PASTEL_LORA = Path(__file__).resolve().parent / "weights" / "tiny-puppet-t
 # grey; 64 at both ends and 16 latent channels hold colours (docs/puppets.md, "The VAE and colours").
 VAE_CHANNELS = (64, 32, 64)
 LATENT_CHANNELS = 16
+# The UNet has the same flaw: its last GroupNorm (over the first block's channels, before the output convolution)
+# has no skip around it, and with 32 channels it erased each latent channel's frame mean, i.e. the background's
+# colour. 64 channels: held-out L1 0.0071 -> 0.0059, PSNR* 16.6 -> 17.5 dB after 1200 steps, at 1.3x the time of a step
+# (docs/puppets.md, "The UNet and colours").
+UNET_CHANNELS = (64, 64)
 EXAMPLE_FRAMES = 16
 EXAMPLE_INDEX = 0  # `puppet_evaluation.held_out_case` index of the example puppet
 
@@ -61,7 +66,7 @@ def untrained_components(seed: int = 0) -> dict:
         mix.weight[:, :, 1, 0, 0] = torch.eye(mix.weight.shape[0])
     return {
         "unet": StableAnimatorUNetModel(
-            in_channels=2 * LATENT_CHANNELS, out_channels=LATENT_CHANNELS, block_out_channels=(32, 64), layers_per_block=1,
+            in_channels=2 * LATENT_CHANNELS, out_channels=LATENT_CHANNELS, block_out_channels=UNET_CHANNELS, layers_per_block=1,
             down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
             up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
             cross_attention_dim=WIDTH, num_attention_heads=(2, 4), addition_time_embed_dim=8,
@@ -72,7 +77,7 @@ def untrained_components(seed: int = 0) -> dict:
             hidden_size=32, projection_dim=WIDTH, num_hidden_layers=2, num_attention_heads=4, image_size=32,
             intermediate_size=37, patch_size=4)),
         "feature_extractor": CLIPImageProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32}),
-        "pose_net": PoseNet(block_out_channels=(8, 16, 16), out_channels=32),  # x4, as the VAE
+        "pose_net": PoseNet(block_out_channels=(8, 16, 16), out_channels=UNET_CHANNELS[0]),  # x4, as the VAE
         "face_encoder": FaceEncoder(id_embeddings_dim=ID_DIM, clip_embeddings_dim=WIDTH, cross_attention_dim=WIDTH,
                                     num_tokens=4, depth=2, dim_head=8, heads=4, ff_mult=2),
         "scheduler": svd_xt_scheduler(),
