@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 1. Components: frozen VAE / CLIP in the mixed-precision dtype, trained modules in float32.
     pipe = StableAnimatorPipeline.from_pretrained(args.pretrained_model)
+    pipe.check_components()  # a mix of checkpoints fails here, in one line, not in the first forward pass
     pipe.set_progress_bar_config(disable=True)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     vae, image_encoder, unet, pose_net, face_encoder = pipe.vae, pipe.image_encoder, pipe.unet, pipe.pose_net, pipe.face_encoder

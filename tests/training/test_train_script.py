@@ -108,6 +108,18 @@ def test_lora_training_saves_an_adapter_that_the_pipeline_loads(train_script, ti
     assert not np.allclose(run_pipe(pipe), with_lora)
 
 
+def test_components_that_do_not_fit_are_refused_before_training(train_script, video_dataset, tmp_path):
+    from diffusers_stableanimator.models import PoseNet
+
+    pipe = tiny_random_pipeline(seed=0)
+    config = {k: v for k, v in pipe.pose_net.config.items() if not k.startswith("_")}
+    pipe.register_modules(pose_net=PoseNet(**{**config, "out_channels": 2 * config["out_channels"]}))
+    pipe.save_pretrained(tmp_path / "mixed")
+    with pytest.raises(ValueError, match="do not fit together: pose_net.out_channels"):
+        train_script.main(common_args(tmp_path / "mixed", video_dataset, tmp_path / "out", 1))
+    assert not list((tmp_path / "out").glob("checkpoint-*"))
+
+
 def test_gradient_checkpointing_flag_defaults_to_whole_blocks(train_script):
     base = ["--pretrained-model", "p", "--train-data", "d", "--output-dir", "o"]
     assert train_script.parse_args(base).gradient_checkpointing is None
