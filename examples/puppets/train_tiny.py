@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> dict:
         "--seed", str(args.seed), "--report-to", "none", "--validation-steps", "0",
         "--checkpointing-steps", str(args.checkpointing_steps), "--checkpoints-total-limit", "1",
         # The saved weights are an EMA of the trained ones (diffusers' EMAModel: about the last 700 steps at 6000). A
-        # pilot (1000 more steps from the shipped 6000-step run): PSNR* 17.64 -> 17.96, SSIM 0.656 -> 0.679.
+        # pilot, 1000 more steps from an earlier model's 6000: PSNR* 17.64 -> 17.96, SSIM 0.656 -> 0.679 (docs/puppets.md).
         "--use-ema",
     ])
     losses = result["losses"]
