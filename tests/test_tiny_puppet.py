@@ -110,7 +110,8 @@ def test_trained_model_draws_the_puppets_parts_near_the_poses(measured):
 
 def test_face_optimization_raises_puppet_csim(pipe, measured):
     # Measured (6 cases x 2 seeds, examples/puppets/evaluate_tiny.py): CSIM 0.135 off -> 0.345 on, raised in 12 of 12
-    # runs (+0.145 to +0.318), at 3.4x the time (2.5 s -> 8.4 s per 8-frame video, one thread). Here case 0, seed 0: 0.164 -> 0.381 (the seed-1 recipe run: -0.026 -> 0.127).
+    # runs (+0.145 to +0.318), at 3.4x the time (2.5 s -> 8.4 s per 8-frame video, one thread). Here case 0, seed 0:
+    # 0.164 -> 0.381 (the seed-1 recipe run: -0.026 -> 0.127).
     case = E.held_out_case(0, 8, recognizer=pipe.face_recognizer)
     off = E.csim(pipe.face_recognizer, measured[1][0], case)
     on = E.csim(pipe.face_recognizer, E.generate(pipe, case, STEPS, seed=0, face_optimization=True), case)
