@@ -72,6 +72,15 @@ def test_shipped_pipeline_has_the_puppet_recognizer(pipe):
     assert pipe.vae_scale_factor == 4 and pipe.unet.dtype == torch.float32  # fp16 files, loaded as float32
 
 
+def test_shipped_weights_have_the_recipes_architecture(pipe):
+    # The "untrained" baseline below and the recipe both build `untrained_components`: the shipped tensors must fit
+    # them exactly (a recipe change without retraining, e.g. the UNet's channels, fails here).
+    fresh = untrained_components(0)
+    for name in ("unet", "vae", "pose_net", "face_encoder", "image_encoder"):
+        shipped = {k: tuple(v.shape) for k, v in getattr(pipe, name).state_dict().items()}
+        assert shipped == {k: tuple(v.shape) for k, v in fresh[name].state_dict().items()}, name
+
+
 def test_recognizer_tells_held_out_puppets_apart(pipe):
     # Measured by the recipe on 50 unseen puppets: identification 1.00, cosine same 0.921, different 0.025 (gap 0.896).
     figures = evaluate_recognizer(pipe.face_recognizer, held_out_identity_seeds(20))
