@@ -112,8 +112,13 @@ def check_replaceable_file(path: str | os.PathLike, name: str, overwrite: bool) 
         raise StableAnimatorError(f"{name} {path} exists; choose another {name} or pass --overwrite to replace it.")
 
 
+def no_folders(path: Path) -> bool:
+    """`own_folders` of a command that writes files only: every subfolder is someone else's."""
+    return False
+
+
 def foreign_entries(folder: str | os.PathLike, own: Callable[[Path], bool],
-                    own_folders: Callable[[Path], bool] = lambda path: False) -> list[str]:
+                    own_folders: Callable[[Path], bool] = no_folders) -> list[str]:
     """What inside `folder` a command did not write, as paths relative to it. Everything is judged by its relative
     path: files by `own`, subfolders by `own_folders` (default: none is ours). Links are never ours."""
     folder = Path(folder)
@@ -128,7 +133,7 @@ def shown(names: list[str]) -> str:
 
 
 def check_replaceable_folder(folder: str | os.PathLike, name: str, overwrite: bool, own: Callable[[Path], bool],
-                             own_folders: Callable[[Path], bool] = lambda path: False) -> None:
+                             own_folders: Callable[[Path], bool] = no_folders) -> None:
     """A folder output may replace an existing folder only if it is empty, or holds nothing but what this command
     writes (`foreign_entries`) and `overwrite` is given."""
     folder = Path(folder)
