@@ -286,6 +286,27 @@ def test_cli_convert_end_to_end_with_variant_and_overwrite(sources, tmp_path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_overwrite_refuses_nested_user_files_and_links(tmp_path):
+    # --overwrite replaces a folder convert wrote; a user's file deeper inside it, or a link (whose target may be
+    # anyone's), makes it someone else's folder.
+    official, svd, out = tmp_path / "official", tmp_path / "svd", tmp_path / "out"
+    for folder in (official, svd, out / "unet"):
+        folder.mkdir(parents=True)
+    (out / conversion.PROVENANCE_FILE).write_text("{}")
+    (out / "unet" / "config.json").write_text("{}")
+    conversion.check_output(out, official, svd, overwrite=True)  # only folders and files convert writes: no error
+    (out / "unet" / "notes").mkdir()  # a .txt inside a component folder would be convert's; inside a folder of its own it is not
+    (out / "unet" / "notes" / "mine.txt").write_text("the user's")
+    with pytest.raises(ConversionError, match=r"\(unet/notes\)"):
+        conversion.check_output(out, official, svd, overwrite=True)
+    (out / "unet" / "notes" / "mine.txt").unlink()
+    (out / "unet" / "notes").rmdir()
+    (out / "unet" / "config.json").unlink()
+    (out / "unet" / "config.json").symlink_to(tmp_path / "official")
+    with pytest.raises(ConversionError, match=r"unet/config.json"):
+        conversion.check_output(out, official, svd, overwrite=True)
+
+
 # ------------------------------------------------------------------------------------------------ model card / Hub
 def test_model_card_renders_with_valid_metadata(converted):
     provenance = json.loads((converted / conversion.PROVENANCE_FILE).read_text())
