@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StableAnimatorError
-from .outputs import StagedOutputs, check_not_inputs, check_writable, foreign_entries
+from .outputs import StagedOutputs, check_not_inputs, check_writable, foreign_entries, shown
 
 # Released file names, per pipeline component.
 OFFICIAL_FILES = {"unet": "unet.pth", "pose_net": "pose_net.pth", "face_encoder": "face_encoder.pth"}
@@ -236,8 +236,7 @@ def infer_arcface_config(state_dict: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ strict loading
 def _listed(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED_KEYS])
-    return shown + (f", ... and {len(keys) - _MAX_LISTED_KEYS} more" if len(keys) > _MAX_LISTED_KEYS else "")
+    return shown(keys, _MAX_LISTED_KEYS)
 
 
 def check_state_dict(model, state_dict: dict, source: str) -> None:

@@ -127,9 +127,9 @@ def foreign_entries(folder: str | os.PathLike, own: Callable[[Path], bool],
             if entry.is_symlink() or not (own_folders if entry.is_dir() else own)(entry.relative_to(folder))]
 
 
-def shown(names: list[str]) -> str:
-    """The first few of `names`, for a message."""
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+def shown(names: list[str], limit: int = 3) -> str:
+    """The first `limit` of `names`, for a message."""
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def check_replaceable_folder(folder: str | os.PathLike, name: str, overwrite: bool, own: Callable[[Path], bool],
