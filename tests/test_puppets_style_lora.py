@@ -168,9 +168,12 @@ def test_recipe_refuses_a_used_output_dir(recipe, run):
 #   puppet saturation 0.415 -> 0.347 (styled truth 0.322), lower in 12 of 12 runs;
 #   SSIM 0.498 -> 0.532 and PSNR* 16.05 -> 16.71, better in 10 of 12; L1 0.0070 -> 0.0067 but better in only 6 of 12
 #   and DisCo's PSNR in 5 (neither asserted).
-# Here the first four puppets, seed 0 (means): saturation 0.435 -> 0.354, SSIM 0.480 -> 0.517.
+# Here the first four puppets, seed 0 (means): saturation 0.435 -> 0.354, PSNR* 15.57 -> 16.04, SSIM 0.480 -> 0.517.
+# The same recipe on two more base runs (each with its own LoRA): seed 1 0.467 -> 0.366, 15.79 -> 16.85, SSIM +0.036;
+# seed 2 (a base that already paints pale) 0.339 -> 0.285, 16.55 -> 17.29, SSIM only +0.001 (+0.015 on all six
+# puppets). So the test asserts saturation and PSNR*, which moved in every base run, and not SSIM.
 CASES = (0, 1, 2, 3)
-SATURATION_DROP, SSIM_GAIN = 0.05, 0.02
+SATURATION_DROP, PSNR_STAR_GAIN = 0.03, 0.2
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +196,7 @@ def test_shipped_lora_moves_the_output_towards_the_style(shipped_figures):
     # paler, towards the pale truth, which the base model (never shown saturation below 0.55) overshoots
     assert lora["saturation"] <= base["saturation"] - SATURATION_DROP, (base, lora)
     assert lora["saturation"] > 0.8 * base["truth_saturation"], (base, lora)  # towards the truth, not past it
-    assert lora["ssim"] >= base["ssim"] + SSIM_GAIN, (base["ssim"], lora["ssim"])
+    assert lora["psnr_star"] >= base["psnr_star"] + PSNR_STAR_GAIN, (base["psnr_star"], lora["psnr_star"])
 
 
 def test_puppet_saturation_is_hsv_saturation():
