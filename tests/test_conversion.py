@@ -302,7 +302,8 @@ def test_overwrite_refuses_nested_user_files_and_links(tmp_path):
     (out / "unet" / "notes" / "mine.txt").unlink()
     (out / "unet" / "notes").rmdir()
     (out / "unet" / "config.json").unlink()
-    (out / "unet" / "config.json").symlink_to(tmp_path / "official")
+    (official / "users.json").write_text("the user's")
+    (out / "unet" / "config.json").symlink_to(official / "users.json")  # a file convert would write, but a link
     with pytest.raises(ConversionError, match=r"unet/config.json"):
         conversion.check_output(out, official, svd, overwrite=True)
 
