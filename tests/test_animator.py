@@ -87,6 +87,23 @@ def test_poses_are_drawn_as_the_model_saw_its_training_poses(files, pose_models)
     assert model_settings("tiny-random")["pose_renderer"] is render_pose is model_settings("owner/repo")["pose_renderer"]
 
 
+def test_tiny_puppet_decodes_whole_videos_whatever_the_memory_preset(files, tiny_pipe, monkeypatch):
+    # tiny-puppet was measured decoding whole videos; other models decode in the memory preset's chunks.
+    from diffusers_stableanimator.animator import model_settings
+
+    assert model_settings("tiny-puppet")["decode_in_one_chunk"]
+    assert not model_settings("tiny-random")["decode_in_one_chunk"] and not model_settings("owner/repo")["decode_in_one_chunk"]
+    chunks = []
+    decode = type(tiny_pipe).decode_latents
+    monkeypatch.setattr(type(tiny_pipe), "decode_latents", lambda self, latents, chunk=None, parallel=None: chunks.append(chunk) or decode(self, latents, chunk, parallel))
+    reference, _ = files
+    poses = DrivingPoses(images=[Image.new("RGB", (64, 128))] * 5, face_boxes=None, fps=None)
+    for one_chunk in (False, True):
+        animator = Animator(tiny_pipe, device="cpu", memory="balanced", decode_in_one_chunk=one_chunk)
+        animator.animate(animator.prepare_reference(reference, allow_no_face=True), poses, **FAST)
+    assert chunks == [4, None]  # balanced: 4 frames at a time; None: all at once
+
+
 def test_bad_use_is_explained(files, tiny_pipe):
     reference, _ = files
     with pytest.raises(StableAnimatorError, match="has no pipeline"):

@@ -52,14 +52,14 @@ def generate(pairs: list[tuple[str, Path]], poses: Path, out: Path, protocol: Pr
     import torch
 
     from ..animate import check_model
-    from ..animator import Animator, DrivingPoses, load_pipeline
+    from ..animator import Animator, DrivingPoses, load_pipeline, model_settings
     from ..memory_presets import resolve_dtype
 
     device = torch.device(device)
     check_model(protocol.model)
     folders = {name: pose_folder(poses, name) for name, _ in pairs}  # all checked before the model is loaded
     pipe = load_pipeline(protocol.model, resolve_dtype("auto", device), option="--model")
-    animator = Animator(pipe, face_analyzer, device=device, memory=protocol.memory, say=lambda line: None)
+    animator = Animator(pipe, face_analyzer, device=device, memory=protocol.memory, say=lambda line: None, **model_settings(protocol.model))
     for name, video in progress(pairs) if progress else pairs:
         image = first_frame(video)
         width, height = image.size
