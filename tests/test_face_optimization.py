@@ -143,7 +143,8 @@ def test_refine_is_adam_on_the_face_loss_at_the_steps_learning_rate(pipe, inputs
     refined = objective.refine(x0, step_index=3, num_inference_steps=8)
     with objective.prepared():
         expected = adam_by_hand(x0, objective, lr=0.3 * (1 - 3 / 8), iterations=2)
-    torch.testing.assert_close(refined, expected, rtol=1e-5, atol=1e-6)
+    # Adam divides by sqrt(v): float32 rounding in a small gradient moves x by up to 2.6e-6 (measured on CI, newest libraries)
+    torch.testing.assert_close(refined, expected, rtol=1e-5, atol=1e-5)
     assert not torch.allclose(refined, x0)
 
 
