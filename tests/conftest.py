@@ -2,6 +2,7 @@
 tests, the smoke command and the CLI's `tiny-random` model); tiny ONNX face and pose models are generated at
 test time by `onnx_builders.py`."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,11 @@ from onnx_builders import KNOWN_PERSON_BOX, make_pose_model, make_recognizer, ma
 
 from diffusers_stableanimator.testing import synthetic_inputs, tiny_random_components, tiny_random_pipeline
 
-torch.set_num_threads(2)
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two test processes on the 2 cores: one thread each, for their children too
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 @pytest.fixture
