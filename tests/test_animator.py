@@ -100,7 +100,7 @@ def test_tiny_puppet_decodes_whole_videos_whatever_the_memory_preset(files, tiny
     poses = DrivingPoses(images=[Image.new("RGB", (64, 128))] * 5, face_boxes=None, fps=None)
     for one_chunk in (False, True):
         animator = Animator(tiny_pipe, device="cpu", memory="balanced", decode_in_one_chunk=one_chunk)
-        # 64x128, not the 512x512 chosen for a reference of this shape: the chunking is the same, in seconds not a minute
+        # 64x128, not the 576x1024 chosen for this 256x384 reference: the same chunks, in seconds instead of a minute
         animator.animate(animator.prepare_reference(reference, width=64, height=128, allow_no_face=True), poses, **FAST)
     assert chunks == [4, None]  # balanced: 4 frames at a time; None: all at once
 
