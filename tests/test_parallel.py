@@ -160,8 +160,9 @@ def _free_port():
 
 
 def _start_context():
-    """A fresh interpreter per process, as "spawn" gives, but forked from a server that imported the package once, so
-    each test's processes start in a second, not after ~9 s of imports each ("spawn" where there is no forkserver)."""
+    """Processes forked from a server that imported the package once and never ran torch (not from the test process,
+    whose thread pools a fork would copy), so each pair starts in a second, not after ~9 s of imports as with "spawn"
+    ("spawn" where there is no forkserver)."""
     if "forkserver" not in torch.multiprocessing.get_all_start_methods():
         return torch.multiprocessing.get_context("spawn")
     context = torch.multiprocessing.get_context("forkserver")
